@@ -1,0 +1,153 @@
+"""Loading the Lua scripts in ``livecommerce/lua`` and calling them by SHA.
+
+Drop scripts (``drop_*``, ``hold_*``, ``holds_*``) are prefixed with ``_lib.lua`` at load time,
+so shared helpers live in one file. Scripts are loaded once with SCRIPT LOAD and called with
+EVALSHA; a NOSCRIPT reply (server restarted or flushed) reloads the script and retries once.
+
+:class:`ScriptRunner` batches concurrent calls made in the same event-loop turn into one
+pipeline, which is what lets one Python process approach the server's own ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from livecommerce.errors import StoreError
+
+SCRIPT_NAMES = (
+    "drop_create",
+    "drop_reserve",
+    "drop_restock",
+    "drop_close",
+    "drop_window",
+    "hold_confirm",
+    "hold_cancel",
+    "holds_reap",
+    "show_update",
+)
+_STANDALONE = {"show_update"}
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+
+def read_source(name: str, *, lib: str | None = None) -> str:
+    """Source of one script as it is sent to the server (library prepended where it applies)."""
+    folder = Path(__file__).with_name("lua")
+    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
+    if name in _STANDALONE:
+        return body
+    if lib is None:
+        lib = (folder / "_lib.lua").read_text(encoding="utf-8")
+    return lib + "\n" + body
+
+
+def build(name: str, source: str) -> Script:
+    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def load_all(overrides: dict[str, str] | None = None) -> dict[str, Script]:
+    """Every script by name; ``overrides`` replaces sources (used to break a script in tests)."""
+    out = {name: build(name, read_source(name)) for name in SCRIPT_NAMES}
+    for name, source in (overrides or {}).items():
+        out[name] = build(name, source)
+    return out
+
+
+Call = tuple[Script, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
+
+
+class ScriptRunner:
+    """Calls scripts by SHA, batching the calls of one event-loop turn into one pipeline.
+
+    At most one pipeline is in flight; calls that arrive meanwhile form the next batch. Under
+    light load a batch holds one call, so the only cost is one loop turn.
+    """
+
+    def __init__(self, redis: aioredis.Redis, scripts: dict[str, Script], max_batch: int = 512):
+        self.redis = redis
+        self.scripts = scripts
+        self.max_batch = max_batch
+        self._pending: list[Call] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        try:
+            for script in self.scripts.values():
+                sha = await self.redis.script_load(script.source)
+                if sha != script.sha:  # pragma: no cover - would mean a broken server
+                    raise StoreError(f"script {script.name}: server returned SHA {sha}")
+        except RedisError as exc:
+            raise StoreError(f"could not load Lua scripts: {exc}") from exc
+
+    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.scripts[name], keys, args, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let the other calls of this loop turn join the batch
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                await self._execute(batch)
+            except BaseException as exc:  # deliver any failure to every waiter, then go on
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(_translate(exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+    async def _execute(self, batch: list[Call]) -> None:
+        if len(batch) == 1:
+            script, keys, args, fut = batch[0]
+            result = await self._single(script, keys, args)
+            if not fut.done():
+                fut.set_result(result)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for (script, keys, args, fut), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                try:
+                    result = await self._single(script, keys, args)
+                except Exception as exc:
+                    result = exc
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(_translate(result))
+            else:
+                fut.set_result(result)
+
+    async def _single(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.redis.script_load(script.source)
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, RedisError):
+        err = StoreError(f"redis: {exc}")
+        err.__cause__ = exc
+        return err
+    return exc
