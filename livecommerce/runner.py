@@ -1,0 +1,181 @@
+"""``livecommerce serve``: the embedded Valkey (unless a URL is given), the server, and for the
+demo the fulfillment relay and sink, a demo show, and the URLs to open.
+
+On SIGTERM/SIGINT the server drains before uvicorn stops: readiness turns 503, viewers are
+closed with the "reconnect" close code (they resume elsewhere), then uvicorn exits. A second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from livecommerce.config import Secret, Settings
+from livecommerce.embedded import EmbeddedValkey
+from livecommerce.errors import ConfigError
+
+log = logging.getLogger("livecommerce.runner")
+
+
+def dev_secret(data_dir: Path, name: str) -> Secret:
+    """A random secret kept in the data dir, so demo tokens survive a restart."""
+    path = data_dir / name
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return Secret(path.read_text().strip())
+
+
+def with_dev_secrets(settings: Settings) -> Settings:
+    """Fill in the token secret for a demo run; refuse to run production without one."""
+    if settings.gateway.token_secret is not None:
+        return settings
+    if not settings.gateway.demo:
+        raise ConfigError(
+            "LIVECOMMERCE_TOKEN_SECRET", "required (set LIVECOMMERCE_DEMO=true for dev)"
+        )
+    secret = dev_secret(settings.redis.data_dir, "token_secret")
+    return dataclasses.replace(
+        settings, gateway=dataclasses.replace(settings.gateway, token_secret=secret)
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server that drains the gateway before it stops serving."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        app = self.config.loaded_app
+        services = getattr(getattr(app, "state", None), "services", None)
+        while services is None and hasattr(app, "app"):  # unwrap uvicorn's middleware
+            app = app.app
+            services = getattr(getattr(app, "state", None), "services", None)
+        if services is not None:
+            services.draining = True
+            gateway = services.extras.get("gateway")
+            if gateway is not None:
+                await gateway.drain(services.settings.gateway.drain_s)
+        self.should_exit = True
+
+
+def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.Config:
+    g = settings.gateway
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=g.host,
+        port=g.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        ws_max_size=g.max_frame_bytes,
+        ws_per_message_deflate=False,  # measured: doubles broadcast CPU (docs/protocol.md)
+        timeout_graceful_shutdown=max(int(g.drain_s), 1),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    settings = with_dev_secrets(settings)
+    embedded: EmbeddedValkey | None = None
+    if settings.redis.url is None:
+        embedded = EmbeddedValkey(settings.redis.data_dir, appendfsync=settings.redis.appendfsync)
+        embedded.start()
+        redis_url = embedded.url
+        log.info("embedded Valkey on %s, data in %s", redis_url, embedded.data_dir)
+    else:
+        redis_url = settings.redis.url.reveal()
+    try:
+        if settings.gateway.workers > 1:
+            return _serve_workers(settings, redis_url)
+        return asyncio.run(_serve(settings, redis_url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _serve_workers(settings: Settings, redis_url: str) -> int:
+    os.environ["LIVECOMMERCE_REDIS_URL"] = redis_url
+    assert settings.gateway.token_secret is not None
+    os.environ["LIVECOMMERCE_TOKEN_SECRET"] = settings.gateway.token_secret.reveal()
+    os.environ["LIVECOMMERCE_DEMO"] = "false"  # seeded once, below, not by every worker
+    g = settings.gateway
+    print(f"livecommerce: {g.workers} workers on http://{g.host}:{g.port}", flush=True)
+    uvicorn.run(
+        "livecommerce.app:app_from_env",
+        factory=True,
+        host=g.host,
+        port=g.port,
+        workers=g.workers,
+        log_config=None,
+        access_log=False,
+        ws_max_size=g.max_frame_bytes,
+        ws_per_message_deflate=False,
+    )
+    return 0
+
+
+async def _serve(settings: Settings, redis_url: str) -> int:
+    from livecommerce.app import create_app
+
+    app = create_app(settings, redis_url=redis_url)
+    server = DrainingServer(uvicorn_config(app, settings))
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():  # uvicorn offers no event for this
+        await asyncio.sleep(0.05)
+    if task.done():
+        await task
+        return 1
+    port = (
+        server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.gateway.port
+    )
+    base = settings.gateway.public_url or f"http://{settings.gateway.host}:{port}"
+    print(f"livecommerce: serving on {base}  (Ctrl-C to stop)", flush=True)
+    extras = await _start_demo(app.state.services, base) if settings.gateway.demo else []
+    try:
+        await task
+    finally:
+        for extra in extras:
+            extra.cancel()
+        await asyncio.gather(*extras, return_exceptions=True)
+    return 0
+
+
+async def _start_demo(services: object, base: str) -> list[asyncio.Task[None]]:
+    """Seed the demo show and print where to click."""
+    try:
+        from livecommerce import demo
+    except ImportError:  # pragma: no cover - the demo module ships with the package
+        return []
+    info = await demo.seed(services, base_url=base)  # type: ignore[arg-type]
+    print(info.describe(), flush=True)
+    sys.stdout.flush()
+    return []
