@@ -212,6 +212,12 @@ class RelaySettings:
     """LIVECOMMERCE_RELAY_BACKOFF_MAX: cap on the retry delay."""
     concurrency: int = 32
     """LIVECOMMERCE_RELAY_CONCURRENCY: webhook requests in flight at once."""
+    max_deliveries: int = 10
+    """LIVECOMMERCE_RELAY_MAX_DELIVERIES: relays an order may be handed to before it is poison."""
+    trim_interval_s: float = 5.0
+    """LIVECOMMERCE_RELAY_TRIM_INTERVAL: seconds between trims of acknowledged orders; 0 = never."""
+    port: int = 0
+    """LIVECOMMERCE_RELAY_PORT: `livecommerce relay` serves /livez /readyz /metrics here; 0 = off."""
 
 
 @dataclass(frozen=True)
@@ -283,5 +289,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         backoff_base_s=env.number("RELAY_BACKOFF", 0.5, minimum=0.0, maximum=3600),
         backoff_max_s=env.number("RELAY_BACKOFF_MAX", 60.0, minimum=0.0, maximum=86_400),
         concurrency=env.integer("RELAY_CONCURRENCY", 32, minimum=1, maximum=10_000),
+        max_deliveries=env.integer("RELAY_MAX_DELIVERIES", 10, minimum=1, maximum=1000),
+        trim_interval_s=env.number("RELAY_TRIM_INTERVAL", 5.0, minimum=0.0, maximum=86_400),
+        port=env.integer("RELAY_PORT", 0, minimum=0, maximum=65_535),
     )
     return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay)

@@ -28,6 +28,10 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:products             hash    sku -> product record (JSON)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
     P:deadletters          stream  orders the relay gave up on (with the last error)
+    P:sink:received        hash    reference sink: webhook-id -> what it received (JSON)
+    P:sink:arrivals        list    reference sink: webhook-ids in order of first arrival
+    P:sink:stats           hash    reference sink: counters (accepted, duplicates, rejected)
+    P:sink:fail            hash    reference sink: injected failure mode (fault tests, demo)
 """
 
 from __future__ import annotations
@@ -145,6 +149,22 @@ class Keyspace:
     def sink_prefix(self) -> str:
         """Keys of the reference fulfillment sink (a separate service; own namespace)."""
         return f"{self.prefix}:sink"
+
+    @property
+    def sink_received(self) -> str:
+        return f"{self.sink_prefix}:received"
+
+    @property
+    def sink_arrivals(self) -> str:
+        return f"{self.sink_prefix}:arrivals"
+
+    @property
+    def sink_stats(self) -> str:
+        return f"{self.sink_prefix}:stats"
+
+    @property
+    def sink_fail(self) -> str:
+        return f"{self.sink_prefix}:fail"
 
 
 def drop_member(show: str, drop: str) -> str:

@@ -149,7 +149,6 @@ end
 -- Release up to `limit` expired holds; returns how many.
 local function reap(d, limit)
   local due = redis.call('ZRANGEBYSCORE', K.holds, '-inf', fmt(CTX.now), 'LIMIT', 0, limit)
-  local was_empty = d.remaining == 0
   for _, n in ipairs(due) do
     local rec = load_hold(n)
     if rec and rec.s == 'held' then
@@ -158,7 +157,7 @@ local function reap(d, limit)
       redis.call('ZREM', K.holds, n)  -- never left by our scripts; keeps the index honest
     end
   end
-  if #due > 0 and was_empty and d.remaining > 0 then publish_stock(d) end
+  if #due > 0 then publish_stock(d) end
   return #due
 end
 
