@@ -194,7 +194,7 @@ end
 -- After a sale: announce sold out, and close for good once every unit is sold (none held).
 local function after_sale(d, was_remaining)
   if was_remaining > 0 and d.remaining == 0 then
-    emit('sold_out', { drop = d.id, sold = d.sold, held = d.held })
+    emit('sold_out', drop_view(d))
   end
   if d.remaining == 0 and d.held == 0 and d.state ~= 'closed' then close_drop(d, 'sold_out') end
   publish_stock(d)
