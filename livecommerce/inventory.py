@@ -14,6 +14,7 @@ promises).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -273,6 +274,8 @@ class Inventory:
         self.settings = settings
         self.runner = ScriptRunner(redis, load_all(script_overrides))
         self.durability = AofBarrier(redis, enabled=settings.redis.wait_aof)
+        self._active_batch: set[str] = set()
+        self._active_flush: asyncio.Task[None] | None = None
         inv = settings.inventory
         self._hold_ttl_ms = inv.hold_ttl_s * 1000
         self._common_tail = (str(inv.event_log_size), str(inv.ending_soon_s * 1000))
@@ -490,6 +493,32 @@ class Inventory:
         raws = await self._redis(pipe.execute())
         return [drop_view(raw) for raw in raws if raw]
 
+    async def sales(self, show: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Sales counters of a show and of each of its drops, kept by the sale scripts.
+
+        Keys: ``orders``, ``buyers``, ``units``, ``rev:<CUR>`` (minor units), ``ord:<CUR>``
+        (orders in that currency). Exact even after the relay trimmed the orders stream.
+        """
+        ids = await self.drop_ids(show)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.seq(show))
+        for drop in ids:
+            pipe.hgetall(self.keys.drop(show, drop).drop)
+        raws = await self._redis(pipe.execute())
+
+        def counters(raw: dict[bytes, bytes]) -> dict[str, int]:
+            out = {"orders": 0, "buyers": 0, "units": 0}
+            for k, v in raw.items():
+                name = k.decode()
+                if name in ("orders", "buyers", "units") or name.startswith(("rev:", "ord:")):
+                    out[name] = int(v)
+            return out
+
+        per_drop = {}
+        for drop, raw in zip(ids, raws[1:], strict=True):
+            per_drop[drop] = {**counters(raw), "units": int(raw.get(b"sold", 0))}
+        return counters(raws[0]), per_drop
+
     async def server_time_ms(self) -> int:
         sec, usec = await self._redis(self.redis.time())
         return int(sec) * 1000 + int(usec) // 1000
@@ -542,8 +571,22 @@ class Inventory:
         ]
         outcome = Outcome.parse(await self.runner.call("drop_reserve", keys, args))
         if outcome.ok and not outcome.replay:
-            await self.redis.sadd(self.keys.active, drop_member(show, drop))
+            await self._mark_active(drop_member(show, drop))
         return await self._durable(outcome)
+
+    async def _mark_active(self, member: str) -> None:
+        """SADD to the reaper's worklist. Concurrent reserves share one round trip: one SADD per
+        burst instead of one pool connection per reserve (a burst of hundreds of holds would
+        otherwise exhaust the pool and fail reserves that had already succeeded)."""
+        self._active_batch.add(member)
+        if self._active_flush is None or self._active_flush.done():
+            self._active_flush = asyncio.create_task(self._flush_active())
+        await asyncio.shield(self._active_flush)
+
+    async def _flush_active(self) -> None:
+        while self._active_batch:  # members added while a SADD is in flight go in the next one
+            members, self._active_batch = self._active_batch, set()
+            await self._redis(self.redis.sadd(self.keys.active, *members))
 
     async def _durable(self, outcome: Outcome) -> Outcome:
         if outcome.order is None:

@@ -182,7 +182,19 @@ local function record_order(d, v, q, currency, unit, payment_ref, request_id, ho
     'request_id', request_id, 'confirmed_at', fmt(CTX.now))
   redis.call('HSET', K.orders_index, order_id, fmt(q))
   incr(d, 'sold', q)
-  redis.call('HINCRBY', K.bought, v, q)
+  -- Sales counters for the host dashboard, exact whatever the relay has trimmed since:
+  -- per show in the seq hash, per drop in the drop hash.
+  local buyer_units = redis.call('HINCRBY', K.bought, v, q)
+  for _, key in ipairs({K.seq, K.drop}) do
+    redis.call('HINCRBY', key, 'orders', 1)
+    redis.call('HINCRBY', key, 'rev:' .. currency, amount)
+    redis.call('HINCRBY', key, 'ord:' .. currency, 1)
+  end
+  redis.call('HINCRBY', K.seq, 'units', q)
+  if buyer_units == q then redis.call('HINCRBY', K.drop, 'buyers', 1) end
+  if redis.call('HSETNX', K.seq, 'b:' .. v, '1') == 1 then
+    redis.call('HINCRBY', K.seq, 'buyers', 1)
+  end
   return {
     id = order_id, stream_id = stream_id, show = d.show, drop = d.id, sku = d.sku,
     title = d.title, viewer = v, quantity = q, unit_price = unit, amount = amount,
