@@ -19,6 +19,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
     P:{s:<show>}:live      channel live events of the show (pub/sub)
+    B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
 
 Global (cross-slot) indexes, only ever written outside the atomic scripts::
 
@@ -102,6 +103,9 @@ class Keyspace:
 
     def channel(self, show: str) -> str:
         return f"{self.base(show)}:live"
+
+    def viewers(self, show: str) -> str:
+        return f"{self.base(show)}:viewers"
 
     def request(self, show: str, viewer: str, request_id: str) -> str:
         return f"{self.base(show)}:req:{viewer}:{request_id}"
