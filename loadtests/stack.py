@@ -1,0 +1,189 @@
+"""A whole local deployment for a load run, as real processes on loopback: the embedded Valkey,
+the server (``python -m livecommerce serve``, N workers), the reference fulfillment sink and the
+relay feeding it, plus a host API key. ``scripts/spike.py --local`` and the load tests use it.
+
+::
+
+    with LocalStack(Path("out/stack"), workers=2) as stack:
+        stack.url, stack.host_key, stack.token_secret, stack.redis_url, stack.key_prefix
+
+Each process logs to ``<dir>/<name>.log``. Stopping is ordered (server, relay, sink, Valkey), each
+with SIGTERM and a bounded wait before SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import redis.asyncio as aioredis
+
+from livecommerce.embedded import EmbeddedValkey, free_port
+from livecommerce.hostkeys import HostKeys
+from livecommerce.keys import Keyspace
+from livecommerce.webhooks import generate_secret
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+class StackError(RuntimeError):
+    """A process of the local stack did not come up."""
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{url}: the process exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"{url} not ready within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+class LocalStack:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        workers: int = 1,
+        relay: bool = True,
+        key_prefix: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.dir = directory
+        self.workers = workers
+        self.with_relay = relay
+        self.key_prefix = key_prefix or "lt" + secrets.token_hex(4)
+        self.extra_env = env or {}
+        self.token_secret = secrets.token_urlsafe(32)
+        self.webhook_secret = generate_secret()
+        self.port = free_port()
+        self.sink_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.host_key = ""
+        self.valkey: EmbeddedValkey | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[object] = []
+
+    @property
+    def redis_url(self) -> str:
+        assert self.valkey is not None
+        return self.valkey.url
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECOMMERCE_")}
+        env.update(
+            LIVECOMMERCE_REDIS_URL=self.redis_url,
+            LIVECOMMERCE_KEY_PREFIX=self.key_prefix,
+            LIVECOMMERCE_TOKEN_SECRET=self.token_secret,
+            LIVECOMMERCE_WEBHOOK_SECRET=self.webhook_secret,
+            LIVECOMMERCE_WEBHOOK_URL=f"http://127.0.0.1:{self.sink_port}/webhooks/orders",
+            LIVECOMMERCE_DEMO="false",
+            LIVECOMMERCE_LOG_LEVEL="warning",
+            LIVECOMMERCE_DATA_DIR=str(self.dir / "data"),
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.dir / f"{name}.log").open("wb")
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=self._env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C of the load tool does not kill the server first
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> LocalStack:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.valkey = EmbeddedValkey(self.dir / "valkey").start()
+            self.host_key = asyncio.run(self._create_host_key())
+            sink = self._spawn(
+                "sink",
+                ["-m", "livecommerce.relay_cli", "sink", "--port", str(self.sink_port)],
+            )
+            wait_http(f"http://127.0.0.1:{self.sink_port}/livez", READY_TIMEOUT_S, sink)
+            if self.with_relay:
+                self._spawn("relay", ["-m", "livecommerce.relay_cli", "relay"])
+            server = self._spawn(
+                "server",
+                ["-m", "livecommerce", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--no-demo", "--workers", str(self.workers)],
+            )  # fmt: skip
+            wait_http(self.url + "/readyz", READY_TIMEOUT_S, server)
+            relay = self.procs.get("relay")
+            if relay is not None and relay.poll() is not None:
+                raise StackError(f"the relay exited with {relay.returncode}: see relay.log")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _create_host_key(self) -> str:
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            secret, _ = await HostKeys(client, Keyspace(self.key_prefix)).create(
+                "loadtest", "load-testing kit"
+            )
+        finally:
+            await client.aclose()
+        return secret
+
+    def stop(self) -> None:
+        for name in ("server", "relay", "sink"):
+            proc = self.procs.pop(name, None)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        for log in self._logs:
+            log.close()  # type: ignore[attr-defined]
+        self._logs.clear()
+        if self.valkey is not None:
+            self.valkey.stop()
+            self.valkey = None
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
