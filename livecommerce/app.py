@@ -62,7 +62,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 async def start_services(
     settings: Settings, redis_url: str, keyspace: Keyspace
 ) -> tuple[Services, list[asyncio.Task[None]], asyncio.Event]:
-    redis = aioredis.Redis.from_url(redis_url, max_connections=256)
+    # A burst of joins must wait briefly for a free connection, not fail: a blocking pool.
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256, timeout=10)
+    redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     inventory = Inventory(redis, keyspace, settings)
     await inventory.load()
     services = Services(

@@ -28,8 +28,10 @@ def _set_env(name: str, value: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from livecommerce import logs
     from livecommerce.runner import serve
 
+    logs.configure(os.environ.get("LIVECOMMERCE_LOG_LEVEL", "info"))  # the service logs JSON
     _set_env("HOST", args.host)
     _set_env("PORT", args.port)
     _set_env("WORKERS", args.workers)

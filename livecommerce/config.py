@@ -176,6 +176,8 @@ class GatewaySettings:
     """LIVECOMMERCE_RATE_BURST: token bucket size for client commands."""
     send_queue: int = 256
     """LIVECOMMERCE_SEND_QUEUE: outbound messages queued per viewer before it is a slow consumer."""
+    send_buffer_bytes: int = 262_144
+    """LIVECOMMERCE_SEND_BUFFER: bytes unsent to the network per viewer before it is a slow consumer."""
     stock_interval_s: float = 0.25
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
     drain_s: float = 10.0
@@ -217,7 +219,7 @@ class RelaySettings:
     trim_interval_s: float = 5.0
     """LIVECOMMERCE_RELAY_TRIM_INTERVAL: seconds between trims of acknowledged orders; 0 = never."""
     port: int = 0
-    """LIVECOMMERCE_RELAY_PORT: `livecommerce relay` serves /livez /readyz /metrics here; 0 = off."""
+    """LIVECOMMERCE_RELAY_PORT: /livez /readyz /metrics port of `livecommerce relay`; 0 = off."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         rate_per_s=env.number("RATE", 20.0, minimum=0.1, maximum=100_000),
         rate_burst=env.integer("RATE_BURST", 40, minimum=1, maximum=100_000),
         send_queue=env.integer("SEND_QUEUE", 256, minimum=4, maximum=1_000_000),
+        send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
         stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
         drain_s=env.number("DRAIN_SECONDS", 10.0, minimum=0, maximum=600),
         workers=env.integer("WORKERS", 1, minimum=1, maximum=256),

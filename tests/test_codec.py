@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from livecommerce.codec import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Encoding,
+    Frame,
+    decode,
+    encode,
+    negotiate,
+    parse_event_id,
+)
+from livecommerce.errors import ProtocolError
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_round_trip(encoding: Encoding) -> None:
+    msg = {"type": "reserve", "id": "r1", "quantity": 2, "data": {"prices": {"EUR": 1999}}}
+    assert decode(encoding, encode(encoding, msg)) == msg
+
+
+def test_negotiate() -> None:
+    assert negotiate([]) is Encoding.JSON
+    assert negotiate(["x", SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON]) is Encoding.MSGPACK
+    assert negotiate(["chat"]) is None
+
+
+@pytest.mark.parametrize(
+    ("encoding", "payload", "code"),
+    [
+        (Encoding.JSON, "{bad", "bad_frame"),
+        (Encoding.JSON, "[1]", "bad_frame"),
+        (Encoding.JSON, b"{}", "wrong_frame_type"),
+        (Encoding.MSGPACK, "{}", "wrong_frame_type"),
+        (Encoding.MSGPACK, b"\xc1", "bad_frame"),
+        (Encoding.MSGPACK, msgpack.packb([1, 2]), "bad_frame"),
+        (Encoding.MSGPACK, msgpack.packb({1: 2}), "bad_frame"),
+    ],
+)
+def test_malformed(encoding: Encoding, payload: str | bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(encoding, payload)
+    assert info.value.code == code
+
+
+def test_frame_encodes_once_and_keeps_raw_json() -> None:
+    frame = Frame({"type": "x", "n": 1}, json='{"type":"x","n":1}', event_id="5-0")
+    assert frame.payload(Encoding.JSON) == '{"type":"x","n":1}'
+    packed = frame.payload(Encoding.MSGPACK)
+    assert frame.payload(Encoding.MSGPACK) is packed
+    assert frame.asgi(Encoding.MSGPACK) == {"type": "websocket.send", "bytes": packed}
+    assert parse_event_id("12-3") < parse_event_id("12-10") < parse_event_id("13-0")
+    assert parse_event_id("garbage") == (0, 0)
