@@ -49,10 +49,14 @@ class AofBarrier:
                 self.mode = "aof-no-wait"
         return self.mode
 
-    async def wait(self) -> bool:
-        """Return once every earlier write is fsynced (True), or on timeout (False)."""
+    async def wait(self) -> bool | None:
+        """Return once every earlier write is fsynced (True), or on timeout (False).
+
+        None when nothing was waited for (WAITAOF off or unsupported, or AOF off): the order is
+        written, but this call cannot say it is on disk.
+        """
         if self.mode != "waitaof":
-            return self.mode == "aof-no-wait"
+            return None
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         future = self._next

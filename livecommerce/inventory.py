@@ -137,7 +137,8 @@ class Outcome:
     remaining: int | None = None
     replay: bool = False
     durable: bool | None = None
-    """For orders: True once the server fsynced it (WAITAOF), None where not applicable."""
+    """For orders: True once the server fsynced it (WAITAOF), False if that timed out, None
+    when the server cannot tell (WAITAOF off or unsupported) and for holds and refusals."""
     detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -664,4 +665,10 @@ class Inventory:
             if holds_left == 0 and (view is None or view["state"] == "closed"):
                 pipe.srem(self.keys.active, member)
             await self._redis(pipe.execute())
+            if holds_left == 0:
+                # A restock and a reserve may have landed since the tick: never leave a drop
+                # with live holds off the reaper's worklist.
+                holds = await self._redis(self.redis.zcard(self.keys.drop(show, drop).holds))
+                if holds:
+                    await self._redis(self.redis.sadd(self.keys.active, member))
         return released
