@@ -1,0 +1,293 @@
+"""The reference fulfillment sink: a small service that receives the relay's order webhooks.
+
+It is "the fulfillment backend" of the demo and the tests, and an example for backend teams:
+
+1. verify the Standard Webhooks signature with the ``standardwebhooks`` package, trying every
+   configured secret (key rotation), and reject timestamps more than 5 minutes off (the
+   package's tolerance) -- ``400`` for missing headers or a stale timestamp, ``401`` for a bad
+   signature;
+2. de-duplicate by ``webhook-id``: a repeat is answered ``200`` and counted, not recorded again;
+3. record what it received in Redis under ``P:sink:*`` (see :mod:`livecommerce.keys`), where
+   tests and :mod:`livecommerce.fulfillment_audit` read it.
+
+Fault injection (for fault tests and the demo): ``POST /admin/fail`` from loopback, or
+:func:`set_fail_mode` directly, stores a mode in ``P:sink:fail`` that every request reads:
+
+* ``500`` -- answer 500 (with ``Retry-After`` if ``retry_after`` is given);
+* ``timeout`` -- hold the request ``delay_s`` seconds, then answer 503 without recording;
+* ``410`` -- answer 410 Gone;
+* ``slow`` -- record the order, then hold the answer ``delay_s`` seconds (a backend that took
+  the order but answered too late: the relay's crash-between-send-and-ack case);
+* ``none`` -- clear.
+
+``match`` limits the failure to webhook-ids containing it; ``times`` > 0 fails only that many
+requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from livecommerce.errors import ValidationError
+from livecommerce.keys import Keyspace
+from livecommerce.webhooks import decode_secret
+
+WEBHOOK_PATH = "/webhooks/orders"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+
+
+class FailMode(StrEnum):
+    NONE = "none"
+    ERROR = "500"
+    TIMEOUT = "timeout"
+    GONE = "410"
+    SLOW = "slow"
+
+
+@dataclass(frozen=True)
+class Failure:
+    mode: FailMode
+    match: str = ""
+    times: int = 0
+    delay_s: float = 30.0
+    retry_after: str = ""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def set_fail_mode(
+    redis: aioredis.Redis,
+    keyspace: Keyspace,
+    mode: FailMode | str,
+    *,
+    match: str = "",
+    times: int = 0,
+    delay_s: float = 30.0,
+    retry_after: str = "",
+) -> None:
+    """Make the sink fail (or, with ``none``, stop failing) from its next request on."""
+    mode = FailMode(mode)
+    key = keyspace.sink_fail
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(key)
+    if mode is not FailMode.NONE:
+        pipe.hset(
+            key,
+            mapping={
+                "mode": mode.value,
+                "match": match,
+                "times": str(max(0, times)),
+                "left": str(max(0, times)),
+                "delay_s": str(delay_s),
+                "retry_after": retry_after,
+            },
+        )
+    await pipe.execute()
+
+
+async def _failure_for(redis: aioredis.Redis, keyspace: Keyspace, msg_id: str) -> Failure | None:
+    raw = await redis.hgetall(keyspace.sink_fail)
+    if not raw:
+        return None
+    d = {_s(k): _s(v) for k, v in raw.items()}
+    if d.get("match") and d["match"] not in msg_id:
+        return None
+    # Counted failures: each request takes one; none left means behave normally.
+    counted = int(d.get("times", "0")) > 0
+    if counted and int(await redis.hincrby(keyspace.sink_fail, "left", -1)) < 0:
+        return None
+    return Failure(
+        mode=FailMode(d["mode"]),
+        match=d.get("match", ""),
+        delay_s=float(d.get("delay_s", "30")),
+        retry_after=d.get("retry_after", ""),
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    webhook_id: str
+    received_at_ms: int
+    timestamp: int
+    order: dict[str, Any]
+
+
+async def received(redis: aioredis.Redis, keyspace: Keyspace) -> dict[str, Received]:
+    """Everything the sink accepted, by webhook-id (duplicates are not in it)."""
+    raw = await redis.hgetall(keyspace.sink_received)
+    out = {}
+    for k, v in raw.items():
+        d = orjson.loads(v)
+        out[_s(k)] = Received(d["webhook_id"], d["received_at"], d["timestamp"], d["order"])
+    return out
+
+
+async def received_count(redis: aioredis.Redis, keyspace: Keyspace) -> int:
+    return int(await redis.hlen(keyspace.sink_received))
+
+
+async def arrivals(redis: aioredis.Redis, keyspace: Keyspace) -> list[str]:
+    """Webhook-ids in order of first arrival."""
+    return [_s(x) for x in await redis.lrange(keyspace.sink_arrivals, 0, -1)]
+
+
+async def stats(redis: aioredis.Redis, keyspace: Keyspace) -> dict[str, int]:
+    """Counters: ``requests``, ``accepted``, ``duplicates``, ``rejected``, ``failed``."""
+    raw = await redis.hgetall(keyspace.sink_stats)
+    return {_s(k): int(v) for k, v in raw.items()}
+
+
+class Sink:
+    """The receiving logic, independent of the web framework: verify, de-duplicate, record."""
+
+    def __init__(self, redis: aioredis.Redis, keyspace: Keyspace, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValidationError("webhook_secret", "the sink needs at least one whsec_ secret")
+        for secret in secrets:
+            decode_secret(secret)
+        self.redis = redis
+        self.keys = keyspace
+        self._webhooks = [Webhook(s) for s in secrets]
+
+    def verify(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """(0, "") when a secret verifies the message, else (HTTP status, reason)."""
+        reason = "no matching signature"
+        for webhook in self._webhooks:
+            try:
+                webhook.verify(body, headers, json_parse=False)
+            except WebhookVerificationError as exc:
+                reason = str(exc)
+                if "signature" not in reason.lower() or "headers" in reason.lower():
+                    return 400, reason  # missing headers or a stale/future timestamp
+                continue
+            except ValueError as exc:  # a malformed signature list
+                return 400, f"malformed headers: {exc}"
+            return 0, ""
+        return 401, reason
+
+    async def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, reason = self.verify(body, headers)
+        if status:
+            await self.redis.hincrby(self.keys.sink_stats, "rejected", 1)
+            return status, {"error": reason}
+        msg_id = headers["webhook-id"]
+        failure = await _failure_for(self.redis, self.keys, msg_id)
+        if failure is not None:
+            await self.redis.hincrby(self.keys.sink_stats, "failed", 1)
+            if failure.mode is FailMode.TIMEOUT:
+                await asyncio.sleep(failure.delay_s)
+                return 503, {"error": "injected timeout"}
+            if failure.mode is FailMode.GONE:
+                return 410, {"error": "injected gone"}
+            if failure.mode is FailMode.SLOW:
+                status, reply = await self._record(body, headers)
+                await asyncio.sleep(failure.delay_s)
+                return status, reply
+            extra = {"retry_after": failure.retry_after} if failure.retry_after else {}
+            return 500, {"error": "injected failure", **extra}
+        return await self._record(body, headers)
+
+    async def _record(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        msg_id = headers["webhook-id"]
+        try:
+            order = orjson.loads(body)["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await self.redis.hincrby(self.keys.sink_stats, "rejected", 1)
+            return 400, {"error": "body is not an order.confirmed event"}
+        record = orjson.dumps(
+            {
+                "webhook_id": msg_id,
+                "received_at": int(time.time() * 1000),
+                "timestamp": int(headers["webhook-timestamp"]),
+                "order": order,
+            }
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(self.keys.sink_received, msg_id, record)
+        pipe.hincrby(self.keys.sink_stats, "requests", 1)
+        is_new, _ = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        if is_new:
+            pipe.rpush(self.keys.sink_arrivals, msg_id)
+            pipe.hincrby(self.keys.sink_stats, "accepted", 1)
+        else:
+            pipe.hincrby(self.keys.sink_stats, "duplicates", 1)
+        await pipe.execute()
+        return 200, {"ok": True, "duplicate": not is_new}
+
+
+def create_app(redis: aioredis.Redis, keyspace: Keyspace, secrets: Sequence[str]) -> Starlette:
+    """The sink as a Starlette app: ``POST /webhooks/orders`` plus health and admin routes."""
+    sink = Sink(redis, keyspace, secrets)
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            status, payload = await sink.handle(body, headers)
+        except (RedisError, OSError) as exc:
+            return JSONResponse({"error": f"store unavailable: {exc}"}, status_code=503)
+        extra = {}
+        if "retry_after" in payload:
+            extra["retry-after"] = str(payload.pop("retry_after"))
+        return JSONResponse(payload, status_code=status, headers=extra)
+
+    async def livez(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    async def summary(request: Request) -> Response:
+        return JSONResponse(
+            {"received": await received_count(redis, keyspace), **await stats(redis, keyspace)}
+        )
+
+    async def admin_fail(request: Request) -> Response:
+        if request.client is None or request.client.host not in LOOPBACK:
+            return JSONResponse({"error": "loopback only"}, status_code=403)
+        try:
+            d = orjson.loads(await request.body())
+            await set_fail_mode(
+                redis,
+                keyspace,
+                d.get("mode", "none"),
+                match=str(d.get("match", "")),
+                times=int(d.get("times", 0)),
+                delay_s=float(d.get("delay_s", 30.0)),
+                retry_after=str(d.get("retry_after", "")),
+            )
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            Route("/livez", livez),
+            Route("/readyz", readyz),
+            Route("/received", summary),
+            Route("/admin/fail", admin_fail, methods=["POST"]),
+        ]
+    )

@@ -1,0 +1,314 @@
+"""Benchmark the fulfillment relay: orders/s relayed and confirm -> delivered latency, as JSON.
+
+Starts its own embedded Valkey, the reference sink (``livecommerce.relay_cli sink``) and the relay
+(``livecommerce.relay_cli relay``) as separate processes, and buys through the Inventory
+(``buy_now``) from this process:
+
+* **baselines** (same run, same machine): plain signed HTTP POSTs to the sink without Redis
+  streams (the HTTP ceiling), and a raw XADD / XREADGROUP / XACK loop without HTTP (the Redis
+  ceiling);
+* **burst**: N orders confirmed with the relay stopped, then the relay started: orders/s drained;
+* **steady**: orders confirmed at a fixed rate (default 1000/s) with the relay running:
+  latency percentiles from ``confirmed_at`` (Valkey's clock, in the outbox entry) to the sink's
+  receipt time (same host, same clock).
+
+WAITAOF is switched off for the buyers here: it delays the buyer's answer, not the outbox entry,
+and this measures the relay.
+
+    .venv/bin/python scripts/bench_relay.py --rate 1000 --seconds 10 --burst 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from livecommerce import sink as sink_mod
+from livecommerce.config import RedisSettings, Settings
+from livecommerce.embedded import EmbeddedValkey, free_port
+from livecommerce.inventory import DropSpec, Inventory
+from livecommerce.keys import Keyspace
+from livecommerce.relay import HttpDeliverer
+from livecommerce.sink import WEBHOOK_PATH
+from livecommerce.webhooks import Signer, generate_secret, order_message
+
+SHOWS = ("bench1", "bench2", "bench3", "bench4")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return round(ordered[k], 2)
+
+
+async def wait_http(url: str, proc: subprocess.Popen[bytes], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"process exited: {proc.returncode}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+async def wait_received(redis: aioredis.Redis, ks: Keyspace, n: int, within: float) -> float:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await sink_mod.received_count(redis, ks) >= n:
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    raise SystemExit(f"only {await sink_mod.received_count(redis, ks)} of {n} received")
+
+
+async def reset_sink(redis: aioredis.Redis, ks: Keyspace) -> None:
+    await redis.delete(ks.sink_received, ks.sink_arrivals, ks.sink_stats)
+
+
+async def baseline_http(url: str, secret: str, n: int, concurrency: int) -> float:
+    """Signed POSTs straight to the sink with the relay's HTTP client: the HTTP ceiling."""
+    deliverer = HttpDeliverer(url, Signer([secret]), timeout_s=30, max_connections=concurrency)
+    fields = {
+        "order_id": "",
+        "show": "base",
+        "drop": "d",
+        "sku": "k",
+        "title": "t",
+        "viewer": "v",
+        "quantity": "1",
+        "unit_price": "1",
+        "amount": "1",
+        "currency": "EUR",
+        "payment_reference": "p",
+        "hold": "",
+        "request_id": "r",
+        "confirmed_at": str(int(time.time() * 1000)),
+    }
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            await deliverer.deliver(order_message({**fields, "order_id": f"base.d.{i}"}))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    rate = n / (time.perf_counter() - start)
+    await deliverer.aclose()
+    return rate
+
+
+async def baseline_stream(redis: aioredis.Redis, ks: Keyspace, n: int, batch: int) -> float:
+    """XADD n entries, then XREADGROUP + XACK them without HTTP: the Redis ceiling."""
+    stream = ks.orders("baseline")
+    pipe = redis.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(stream, {"order_id": f"b.{i}", "confirmed_at": "0"})
+    await pipe.execute()
+    await redis.xgroup_create(stream, "base", id="0")
+    done = 0
+    start = time.perf_counter()
+    while done < n:
+        rows = await redis.xreadgroup("base", "c", {stream: ">"}, count=batch)
+        ids = [entry_id for entry_id, _ in rows[0][1]]
+        for entry_id in ids:  # one XACK per entry, as the relay does
+            await redis.xack(stream, "base", entry_id)
+        done += len(ids)
+    rate = n / (time.perf_counter() - start)
+    await redis.delete(stream)
+    return rate
+
+
+async def buy_many(inventory: Inventory, n: int, tag: str, concurrency: int) -> float:
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            show = SHOWS[i % len(SHOWS)]
+            outcome = await inventory.buy_now(show, "d", f"{tag}{i}", 1, f"{tag}{i}", "pay")
+            assert outcome.ok, outcome
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - start)
+
+
+async def steady(inventory: Inventory, rate: float, seconds: float) -> tuple[int, float]:
+    """Buy at a fixed rate (open loop: a slow answer does not slow the arrivals)."""
+    total = int(rate * seconds)
+    tasks: set[asyncio.Task[Any]] = set()
+    start = time.perf_counter()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        show = SHOWS[i % len(SHOWS)]
+        task = asyncio.create_task(inventory.buy_now(show, "d", f"s{i}", 1, f"s{i}", "pay"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return total, total / (time.perf_counter() - start)
+
+
+async def latencies(
+    redis: aioredis.Redis, ks: Keyspace, tag: str
+) -> tuple[list[float], list[int], int]:
+    """Latencies and receipt times of the orders of one phase; and how many others arrived."""
+    got = [r for r in (await sink_mod.received(redis, ks)).values()]
+    mine = [r for r in got if str(r.order["viewer"]).startswith(tag)]
+    lat = [float(r.received_at_ms - int(r.order["confirmed_at"])) for r in mine]
+    return lat, sorted(r.received_at_ms for r in mine), len(got) - len(mine)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    valkey = EmbeddedValkey(tmp / "valkey").start()
+    ks = Keyspace("bench")
+    secret = generate_secret()
+    sink_port = free_port()
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    env = {
+        **os.environ,
+        "LIVECOMMERCE_REDIS_URL": valkey.url,
+        "LIVECOMMERCE_KEY_PREFIX": ks.prefix,
+        "LIVECOMMERCE_WEBHOOK_SECRET": secret,
+        "LIVECOMMERCE_WEBHOOK_URL": sink_url + WEBHOOK_PATH,
+        "LIVECOMMERCE_RELAY_CONCURRENCY": str(args.concurrency),
+        "LIVECOMMERCE_LOG_LEVEL": "warning",
+    }
+    cli = [sys.executable, "-m", "livecommerce.relay_cli"]
+    log = (tmp / "procs.log").open("ab")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*argv: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([*cli, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    redis = aioredis.Redis.from_url(valkey.url, max_connections=512)
+    try:
+        sink = spawn("sink", "--port", str(sink_port))
+        await wait_http(sink_url + "/livez", sink)
+        settings = Settings(redis=RedisSettings(wait_aof=False))
+        inventory = Inventory(redis, ks, settings)
+        await inventory.load()
+        for show in SHOWS:
+            await inventory.create_show(show, title="Bench")
+            await inventory.create_drop(
+                show,
+                DropSpec(
+                    id="d",
+                    sku="SKU",
+                    title="Thing",
+                    quantity=1_000_000,
+                    limit=10,
+                    prices={"EUR": 100},
+                ),
+            )
+
+        http_rate = await baseline_http(
+            sink_url + WEBHOOK_PATH, secret, args.baseline, args.concurrency
+        )
+        stream_rate = await baseline_stream(redis, ks, args.baseline, 100)
+        await reset_sink(redis, ks)
+
+        # burst: confirmed while no relay runs, then drained
+        buy_rate = await buy_many(inventory, args.burst, "b", 64)
+        relay_started = time.monotonic()
+        for n in range(args.relays):
+            relay_port = free_port()
+            relay = spawn("relay", "--port", str(relay_port), "--consumer", f"bench{n}")
+            await wait_http(f"http://127.0.0.1:{relay_port}/readyz", relay)
+        done = await wait_received(redis, ks, args.burst, within=600)
+        _, stamps, _ = await latencies(redis, ks, "b")
+        span_s = max(0.001, (stamps[-1] - stamps[0]) / 1000)
+        burst = {
+            "orders": args.burst,
+            "confirm_rate_per_s": round(buy_rate),
+            "relayed_per_s": round(args.burst / span_s),
+            "relayed_per_s_incl_startup": round(args.burst / (done - relay_started)),
+        }
+        await reset_sink(redis, ks)
+
+        # steady: a fixed confirm rate with the relay running
+        total, achieved = await steady(inventory, args.rate, args.seconds)
+        await wait_received(redis, ks, total, within=120)
+        lat, stamps, others = await latencies(redis, ks, "s")
+        steady_result = {
+            "target_rate_per_s": args.rate,
+            "achieved_confirm_rate_per_s": round(achieved),
+            "orders": total,
+            "relayed_per_s": round(total / max(0.001, (stamps[-1] - stamps[0]) / 1000)),
+            "latency_ms": {
+                "p50": percentile(lat, 50),
+                "p90": percentile(lat, 90),
+                "p99": percentile(lat, 99),
+                "max": max(lat),
+            },
+            "late_burst_redeliveries": others,
+        }
+        stats = await sink_mod.stats(redis, ks)
+        return {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "relay_processes": args.relays,
+            "relay_concurrency": args.concurrency,
+            "baseline": {
+                "http_posts_per_s": round(http_rate),
+                "redis_xreadgroup_xack_per_s": round(stream_rate),
+            },
+            "burst": burst,
+            "steady": steady_result,
+            "ratios": {
+                "burst_vs_http_baseline": round(burst["relayed_per_s"] / http_rate, 2),
+                "burst_vs_redis_baseline": round(burst["relayed_per_s"] / stream_rate, 3),
+            },
+            "sink_duplicates": stats.get("duplicates", 0),
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        await redis.aclose()
+        valkey.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000, help="steady confirms per second")
+    parser.add_argument("--seconds", type=float, default=10, help="steady phase duration")
+    parser.add_argument("--burst", type=int, default=20_000, help="orders in the burst")
+    parser.add_argument("--baseline", type=int, default=10_000, help="messages per baseline")
+    parser.add_argument("--concurrency", type=int, default=64, help="relay requests in flight")
+    parser.add_argument("--relays", type=int, default=1, help="relay processes (one group)")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
