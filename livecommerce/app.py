@@ -27,6 +27,7 @@ from livecommerce.config import Settings
 from livecommerce.gateway import Gateway
 from livecommerce.inventory import Inventory
 from livecommerce.keys import Keyspace
+from livecommerce.relay import server_relay
 from livecommerce.scheduler import Scheduler
 from livecommerce.services import Services
 
@@ -90,11 +91,17 @@ def create_app(
         gateway = Gateway(services)
         services.extras["gateway"] = gateway
         await gateway.start()
+        relay = server_relay(services.redis, keys, settings, registry=services.registry)
+        if relay is not None:
+            services.extras["relay"] = relay
+            relay.start()
         try:
             yield
         finally:
             services.draining = True
             await gateway.drain(settings.gateway.drain_s)
+            if relay is not None:
+                await relay.stop()
             stop.set()
             for task in tasks:
                 task.cancel()

@@ -9,20 +9,24 @@ signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
 import socket
-import sys
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from livecommerce.config import Secret, Settings
-from livecommerce.embedded import EmbeddedValkey
+from livecommerce.embedded import EmbeddedValkey, free_port
 from livecommerce.errors import ConfigError
+from livecommerce.services import Services
+from livecommerce.sink import WEBHOOK_PATH
+from livecommerce.webhooks import generate_secret
 
 log = logging.getLogger("livecommerce.runner")
 
@@ -42,13 +46,31 @@ def with_dev_secrets(settings: Settings) -> Settings:
     if settings.gateway.token_secret is not None:
         return settings
     if not settings.gateway.demo:
-        raise ConfigError(
-            "LIVECOMMERCE_TOKEN_SECRET", "required (set LIVECOMMERCE_DEMO=true for dev)"
-        )
+        raise ConfigError("LIVECOMMERCE_TOKEN_SECRET", "required unless LIVECOMMERCE_DEMO=true")
     secret = dev_secret(settings.redis.data_dir, "token_secret")
     return dataclasses.replace(
         settings, gateway=dataclasses.replace(settings.gateway, token_secret=secret)
     )
+
+
+def with_demo_sink(settings: Settings) -> tuple[Settings, int | None]:
+    """For the demo without a fulfillment backend: the reference sink on a free loopback port,
+    and the relay inside the server delivering to it. Returns the sink's port (or None)."""
+    if not settings.gateway.demo or settings.relay.webhook_url:
+        return settings, None
+    path = settings.redis.data_dir / "webhook_secret"
+    if not path.exists():
+        settings.redis.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate_secret())
+        path.chmod(0o600)
+    port = free_port()
+    relay = dataclasses.replace(
+        settings.relay,
+        webhook_url=f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
+        webhook_secret=Secret(path.read_text().strip()),
+        in_server=True,
+    )
+    return dataclasses.replace(settings, relay=relay), port
 
 
 class DrainingServer(uvicorn.Server):
@@ -86,6 +108,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+class QuietServer(uvicorn.Server):
+    """A second server in the same process: the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.Config:
     g = settings.gateway
     return uvicorn.Config(
@@ -105,6 +135,7 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     settings = with_dev_secrets(settings)
+    settings, sink_port = with_demo_sink(settings)
     embedded: EmbeddedValkey | None = None
     if settings.redis.url is None:
         embedded = EmbeddedValkey(settings.redis.data_dir, appendfsync=settings.redis.appendfsync)
@@ -116,7 +147,7 @@ def serve(settings: Settings) -> int:
     try:
         if settings.gateway.workers > 1:
             return _serve_workers(settings, redis_url)
-        return asyncio.run(_serve(settings, redis_url))
+        return asyncio.run(_serve(settings, redis_url, sink_port))
     finally:
         if embedded is not None:
             embedded.stop()
@@ -143,39 +174,66 @@ def _serve_workers(settings: Settings, redis_url: str) -> int:
     return 0
 
 
-async def _serve(settings: Settings, redis_url: str) -> int:
+async def _serve(settings: Settings, redis_url: str, sink_port: int | None = None) -> int:
     from livecommerce.app import create_app
 
     app = create_app(settings, redis_url=redis_url)
     server = DrainingServer(uvicorn_config(app, settings))
+    stop_sink = await _start_sink(settings, redis_url, sink_port) if sink_port else None
     task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():  # uvicorn offers no event for this
+    # uvicorn offers no event for "started"; poll its flag.
+    while not server.started and not task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    if task.done():
-        await task
-        return 1
-    port = (
-        server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.gateway.port
-    )
-    base = settings.gateway.public_url or f"http://{settings.gateway.host}:{port}"
-    print(f"livecommerce: serving on {base}  (Ctrl-C to stop)", flush=True)
-    extras = await _start_demo(app.state.services, base) if settings.gateway.demo else []
     try:
+        if task.done():
+            await task
+            return 1
+        port = settings.gateway.port
+        if server.servers:
+            port = server.servers[0].sockets[0].getsockname()[1]
+        base = settings.gateway.public_url or f"http://{settings.gateway.host}:{port}"
+        print(f"livecommerce: serving on {base}  (Ctrl-C to stop)", flush=True)
+        if settings.gateway.demo:
+            await _seed_demo(app.state.services, base)
         await task
+        return 0
     finally:
-        for extra in extras:
-            extra.cancel()
-        await asyncio.gather(*extras, return_exceptions=True)
-    return 0
+        if stop_sink is not None:
+            await stop_sink()
 
 
-async def _start_demo(services: object, base: str) -> list[asyncio.Task[None]]:
+async def _seed_demo(services: Services, base: str) -> None:
     """Seed the demo show and print where to click."""
-    try:
-        from livecommerce import demo
-    except ImportError:  # pragma: no cover - the demo module ships with the package
-        return []
-    info = await demo.seed(services, base_url=base)  # type: ignore[arg-type]
+    from livecommerce import demo
+
+    info = await demo.seed(services, base_url=base)
     print(info.describe(), flush=True)
-    sys.stdout.flush()
-    return []
+
+
+async def _start_sink(
+    settings: Settings, redis_url: str, port: int
+) -> Callable[[], Awaitable[None]]:
+    """The reference fulfillment sink in this process (demo only). Returns its stopper."""
+    import redis.asyncio as aioredis
+
+    from livecommerce import sink
+    from livecommerce.keys import Keyspace
+
+    assert settings.relay.webhook_secret is not None
+    client = aioredis.Redis.from_url(redis_url)
+    app = sink.create_app(
+        client, Keyspace(settings.redis.key_prefix), [settings.relay.webhook_secret.reveal()]
+    )
+    server = QuietServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    log.info("demo fulfillment sink on http://127.0.0.1:%d%s", port, sink.WEBHOOK_PATH)
+    print(f"  Fulfillment sink (demo): http://127.0.0.1:{port}{sink.WEBHOOK_PATH}", flush=True)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+        await client.aclose()
+
+    return stop

@@ -24,6 +24,20 @@ the effective values. Flags of `livecommerce serve` (`--host`, `--port`, `--work
 """
 
 
+FOOTER = """
+## reference sink (`livecommerce sink`)
+
+| variable | default | meaning |
+|---|---|---|
+| `LIVECOMMERCE_SINK_HOST` | `127.0.0.1` | interface the sink listens on (`--host`). |
+| `LIVECOMMERCE_SINK_PORT` | `8100` | port of the sink (`--port`). |
+| `LIVECOMMERCE_SINK_SECRET` | `LIVECOMMERCE_WEBHOOK_SECRET` | `whsec_` secret(s) the sink verifies with, comma-separated. |
+
+`livecommerce serve` with the demo on and no `LIVECOMMERCE_WEBHOOK_URL` runs the sink in the
+same process on a free loopback port, with a secret kept in the data directory, and the relay
+inside the server delivering to it."""
+
+
 def field_docs() -> dict[str, list[tuple[str, str, str]]]:
     tree = ast.parse(Path(config.__file__).read_text())
     out: dict[str, list[tuple[str, str, str]]] = {}
@@ -57,6 +71,7 @@ def render() -> str:
         for var, default, text in rows:
             text = text.replace("|", "\\|")
             parts.append(f"| `{var}` | {f'`{default}`' if default else ''} | {text} |")
+    parts.append(FOOTER)
     return "\n".join(parts) + "\n"
 
 

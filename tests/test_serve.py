@@ -21,6 +21,7 @@ from livecommerce.config import load
 from livecommerce.embedded import free_port
 from livecommerce.inventory import Inventory
 from livecommerce.keys import Keyspace
+from livecommerce.sink import received_count
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +81,12 @@ async def buy_one(redis_url: str) -> str:
         open_drop = next(d for d in drops if d["state"] == "open")
         outcome = await inv.buy_now("demo", open_drop["id"], "tester", 1, "serve-test-1", "pm_1")
         assert outcome.ok and outcome.order and outcome.durable
+        # The demo runs the relay in the server and the reference sink beside it: the order
+        # must arrive there, signed and verified.
+        deadline = time.monotonic() + 30
+        while await received_count(client, Keyspace("lc")) < 1:
+            assert time.monotonic() < deadline, "the order never reached the demo sink"
+            await asyncio.sleep(0.05)
         return outcome.order.id
     finally:
         await client.aclose()
