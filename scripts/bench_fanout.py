@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 # -- the baseline: bare websockets.broadcast -------------------------------------------------------
-def baseline_server(port: int, ready: Any) -> None:
+def baseline_server(port: int, ready: Any, compression: str | None = None) -> None:
     raise_fd_limit()
     import websockets
     from websockets.asyncio.server import serve
@@ -70,7 +70,7 @@ def baseline_server(port: int, ready: Any) -> None:
                 viewers.discard(ws)
 
         async with serve(handler, "127.0.0.1", port, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                         compression=None, ping_interval=None, backlog=4096):  # fmt: skip
+                         compression=compression, ping_interval=None, backlog=4096):  # fmt: skip
             ready.set()
             await asyncio.Future()
 
@@ -79,16 +79,20 @@ def baseline_server(port: int, ready: Any) -> None:
 
 
 # -- viewers ---------------------------------------------------------------------------------------
-def viewer_worker(urls: list[str], count: int, show: str, conn: Connection) -> None:
+def viewer_worker(
+    urls: list[str], count: int, show: str, conn: Connection, compression: str | None = None
+) -> None:
     raise_fd_limit()
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    asyncio.run(_viewers(urls, count, show, conn))
+    asyncio.run(_viewers(urls, count, show, conn, compression))
 
 
-async def _viewers(urls: list[str], count: int, show: str, conn: Connection) -> None:
+async def _viewers(
+    urls: list[str], count: int, show: str, conn: Connection, compression: str | None
+) -> None:
     from websockets.asyncio.client import connect
 
     join = json.dumps({"type": "join", "show": show})
@@ -100,7 +104,7 @@ async def _viewers(urls: list[str], count: int, show: str, conn: Connection) -> 
             for _attempt in range(5):
                 try:
                     ws = await connect(urls[i % len(urls)], subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                                       compression=None, ping_interval=None, open_timeout=30,
+                                       compression=compression, ping_interval=None, open_timeout=30,
                                        max_queue=None)  # fmt: skip
                     break
                 except OSError:
@@ -135,14 +139,19 @@ async def _viewers(urls: list[str], count: int, show: str, conn: Connection) -> 
 
 
 class Viewers:
-    def __init__(self, urls: list[str], count: int, show: str, workers: int) -> None:
+    def __init__(
+        self, urls: list[str], count: int, show: str, workers: int,
+        compression: str | None = None,
+    ) -> None:  # fmt: skip
         ctx = mp.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[Any] = []
         for w in range(workers):
             n = count // workers + (1 if w < count % workers else 0)
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=viewer_worker, args=(urls, n, show, child), daemon=True)
+            proc = ctx.Process(
+                target=viewer_worker, args=(urls, n, show, child, compression), daemon=True
+            )
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -200,20 +209,29 @@ def aggregate(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def run_baseline(n: int, rounds: int, workers: int, deadline: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_baseline(
+    n: int, rounds: int, workers: int, deadline: float, compression: str | None = None
+) -> dict[str, Any]:
     from websockets.sync.client import connect
 
     port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    server = ctx.Process(target=baseline_server, args=(port, ready), daemon=True)
+    server = ctx.Process(target=baseline_server, args=(port, ready, compression), daemon=True)
     server.start()
     ready.wait(30)
     url = f"ws://127.0.0.1:{port}/ws"
-    viewers = Viewers([url], n, "bench", workers)
+    viewers = Viewers([url], n, "bench", workers, compression)
     try:
         viewers.wait_ready(deadline)
         results = []
+        cpu: list[float] = []
         with connect(url, subprotocols=[SUBPROTOCOL]) as control:  # type: ignore[list-item]
             control.send("go:")
             for r in range(rounds):
@@ -223,10 +241,15 @@ def run_baseline(n: int, rounds: int, workers: int, deadline: float) -> dict[str
                 payload = json.dumps({"id": f"{r}-0", "type": "drop_opened", "ts": 0,
                                       "data": {**SAMPLE_DROP, "sku": f"BENCH-{r}"}},
                                      separators=(",", ":"))  # fmt: skip
+                assert server.pid is not None
+                before = cpu_seconds(server.pid)
                 t0 = time.monotonic_ns()
                 control.send(payload)
                 results.append(summarise(t0, viewers.collect(), n))
-        return aggregate(results)
+                cpu.append(cpu_seconds(server.pid) - before)
+        out = aggregate(results)
+        out["server_cpu_ms_per_broadcast"] = round(statistics.median(cpu) * 1000, 1)
+        return out
     finally:
         viewers.stop()
         server.kill()
@@ -327,7 +350,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sizes = sorted({int(k) for k in results})
-    for label in ("baseline", "gateway_1", "gateway_2"):
+    for label in ("baseline", "baseline_deflate", "gateway_1", "gateway_2"):
         for metric, style in (("p50_ms", "--"), ("p99_ms", "-")):
             xs = [n for n in sizes if metric in results[str(n)].get(label, {})]
             ys = [results[str(n)][label][metric] for n in xs]
@@ -349,7 +372,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="viewer client processes")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds for the run")
     parser.add_argument("--out", default="bench_fanout")
-    parser.add_argument("--skip", default="", help="comma list: baseline,gateway_1,gateway_2")
+    parser.add_argument(
+        "--skip", default="", help="comma list: baseline,baseline_deflate,gateway_1,gateway_2"
+    )
     args = parser.parse_args()
     hard = raise_fd_limit()
     deadline = time.monotonic() + args.deadline
@@ -368,6 +393,11 @@ def main() -> int:
             row: dict[str, Any] = {}
             if "baseline" not in skip:
                 row["baseline"] = run_baseline(n, args.rounds, args.workers, deadline)
+            if "baseline_deflate" not in skip:
+                # The same bare server with permessage-deflate: what compression costs.
+                row["baseline_deflate"] = run_baseline(
+                    n, args.rounds, args.workers, deadline, compression="deflate"
+                )
             for processes in (1, 2):
                 if f"gateway_{processes}" not in skip:
                     row[f"gateway_{processes}"] = run_gateway(
