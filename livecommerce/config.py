@@ -177,7 +177,7 @@ class GatewaySettings:
     send_queue: int = 256
     """LIVECOMMERCE_SEND_QUEUE: outbound messages queued per viewer before it is a slow consumer."""
     send_buffer_bytes: int = 262_144
-    """LIVECOMMERCE_SEND_BUFFER: bytes unsent to the network per viewer before it is a slow consumer."""
+    """LIVECOMMERCE_SEND_BUFFER: bytes not yet sent to a viewer before it is a slow consumer."""
     stock_interval_s: float = 0.25
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
     drain_s: float = 10.0

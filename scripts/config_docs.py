@@ -31,7 +31,7 @@ FOOTER = """
 |---|---|---|
 | `LIVECOMMERCE_SINK_HOST` | `127.0.0.1` | interface the sink listens on (`--host`). |
 | `LIVECOMMERCE_SINK_PORT` | `8100` | port of the sink (`--port`). |
-| `LIVECOMMERCE_SINK_SECRET` | `LIVECOMMERCE_WEBHOOK_SECRET` | `whsec_` secret(s) the sink verifies with, comma-separated. |
+| `LIVECOMMERCE_SINK_SECRET` | webhook secret | `whsec_` secret(s) to verify with (comma list). |
 
 `livecommerce serve` with the demo on and no `LIVECOMMERCE_WEBHOOK_URL` runs the sink in the
 same process on a free loopback port, with a secret kept in the data directory, and the relay
