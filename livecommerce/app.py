@@ -42,6 +42,10 @@ async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
     if services.draining:
         return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
+    stopped = [t.get_name() for t in services.extras.get("tasks", ()) if t.done()]
+    if stopped:
+        reason = "background task stopped: " + ", ".join(stopped)
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
     try:
         await asyncio.wait_for(services.redis.ping(), timeout=1.0)
     except (RedisError, OSError, TimeoutError):
@@ -75,7 +79,15 @@ async def start_services(
     scheduler = Scheduler(inventory, settings.inventory.reap_interval_s)
     services.extras["scheduler"] = scheduler
     tasks = [asyncio.create_task(scheduler.run(stop), name="scheduler")]
+    for task in tasks:
+        task.add_done_callback(_report_stopped)
+    services.extras["tasks"] = tasks
     return services, tasks, stop
+
+
+def _report_stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s stopped", task.get_name(), exc_info=task.exception())
 
 
 def create_app(

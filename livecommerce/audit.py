@@ -365,8 +365,15 @@ class _Checker:
         self.report.stream_entries += len(entries)
         seen: Counter[str] = Counter()
         stream_bought: dict[tuple[str, str], int] = defaultdict(int)
+        replays_seen = 0
         for eid, f in snap.stream if whole_show else entries:
             order_id = f.get("order_id") or ""
+            if f.get("replay_of"):
+                # A dead letter put back for delivery: the same order again, not a second sale.
+                replays_seen += 1
+                if order_id not in indexed:
+                    self.fail(f"orders stream entry {eid}", f"replays unknown order {order_id}")
+                continue
             seen[order_id] += 1
             where = f"orders stream entry {eid} (order {order_id or '?'})"
             if f.get("show") != self.show:
@@ -404,12 +411,16 @@ class _Checker:
                     f"entries deleted from the middle (up to {_s(info['max-deleted-entry-id'])}, "
                     f"first kept {snap.stream[0][0]}): orders lost from the outbox",
                 )
-        if whole_show and added != len(indexed):
+        replays = _int(snap.seq.get("replays")) or 0
+        if whole_show and added != len(indexed) + replays:
             self.fail(
                 "orders stream",
                 f"{added} entries ever added but {len(indexed)} orders indexed across the "
-                f"show's drops (each order must be appended exactly once)",
+                f"show's drops and {replays} dead-letter replays (each order must be appended "
+                f"exactly once)",
             )
+        if replays_seen > replays:
+            self.fail("orders stream", f"{replays_seen} replay entries but {replays} counted")
         if not trimmed:
             missing = sorted(set(indexed) - set(seen))
             for order_id in missing[:20]:

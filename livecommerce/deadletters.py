@@ -149,8 +149,14 @@ async def replay(
             letters.append(page[0])
     try:
         for letter in letters:
-            target = letter.stream or keyspace.orders(letter.order.get("show", ""))
-            await redis.xadd(target, letter.order)  # type: ignore[arg-type]
+            show = letter.order.get("show", "")
+            target = letter.stream or keyspace.orders(show)
+            # A replay is marked (``replay_of``) and counted in the show's counters in the same
+            # MULTI, so the audit tells it from a second sale of the same order.
+            pipe = redis.pipeline(transaction=True)
+            pipe.xadd(target, {**letter.order, "replay_of": letter.id})  # type: ignore[dict-item]
+            pipe.hincrby(keyspace.seq(show), "replays", 1)
+            await pipe.execute()
             await redis.xdel(keyspace.dead_letters, letter.id)
     except RedisError as exc:
         raise StoreError(f"redis: {exc}") from exc

@@ -54,6 +54,7 @@ class Reason(StrEnum):
     HOLD_EXPIRED = "hold_expired"
     HOLD_CANCELLED = "hold_cancelled"
     HOLD_CONFIRMED = "hold_confirmed"
+    REQUEST_ID_REUSED = "request_id_reused"
 
 
 class DropKind(StrEnum):
@@ -358,12 +359,30 @@ class Inventory:
         return await self._show_update(_check_id("id", show), "start", {})
 
     async def end_show(self, show: str) -> dict[str, Any]:
-        record = await self._show_update(_check_id("id", show), "end", {})
-        for drop in await self.drop_ids(show):
-            view = await self.get_drop(show, drop)
-            if view and view["state"] != "closed":
-                await self._drop_call("drop_close", show, drop)
+        """End the show and close every drop of it for good (no restock, no new window).
+
+        Drops are closed before the show ends and once more after (a drop created in between),
+        and a retry after a failure part-way finishes the job instead of stopping at
+        ``show_ended``.
+        """
+        _check_id("id", show)
+        await self._close_all(show)
+        try:
+            record = await self._show_update(show, "end", {})
+        except ConflictError as exc:
+            if exc.code != "show_ended":
+                raise
+            await self._close_all(show)  # finish what an earlier, interrupted call began
+            raise
+        await self._close_all(show)
         return record
+
+    async def _close_all(self, show: str) -> None:
+        for drop in await self.drop_ids(show):
+            result = self._admin_result(
+                await self._drop_call("drop_close", show, drop, "final"), show, drop
+            )
+            await self._index(show, drop, int(result["next_due"]))
 
     async def get_show(self, show: str) -> dict[str, Any] | None:
         if not valid_id(show):
@@ -637,8 +656,14 @@ class Inventory:
 
         Returns (holds released, next due ms or 0, active holds left).
         """
-        released, next_due, active = await self._drop_call("holds_reap", show, drop, batch)
-        return int(released), int(next_due), int(active)
+        reply = await self._drop_call("holds_reap", show, drop, batch)
+        released, next_due, active = (int(x) for x in reply)
+        return released, next_due, active
+
+    async def next_due_ms(self) -> int | None:
+        """Server-clock ms of the earliest scheduled transition of any drop, or None."""
+        first = await self._redis(self.redis.zrange(self.keys.schedule, 0, 0, withscores=True))
+        return int(first[0][1]) if first else None
 
     async def run_due(self, limit: int = 500) -> int:
         """One pass of the scheduler and the reaper over every drop that may need it.

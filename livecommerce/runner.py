@@ -55,8 +55,11 @@ def with_dev_secrets(settings: Settings) -> Settings:
 
 def with_demo_sink(settings: Settings) -> tuple[Settings, int | None]:
     """For the demo without a fulfillment backend: the reference sink on a free loopback port,
-    and the relay inside the server delivering to it. Returns the sink's port (or None)."""
-    if not settings.gateway.demo or settings.relay.webhook_url:
+    and the relay inside the server delivering to it. Returns the sink's port (or None).
+
+    Only on the embedded Valkey: on a shared server the demo relay would acknowledge real
+    orders in the fulfillment group and hand them to a toy sink."""
+    if not settings.gateway.demo or settings.relay.webhook_url or settings.redis.url is not None:
         return settings, None
     path = settings.redis.data_dir / "webhook_secret"
     if not path.exists():
@@ -157,7 +160,7 @@ def _serve_workers(settings: Settings, redis_url: str) -> int:
     os.environ["LIVECOMMERCE_REDIS_URL"] = redis_url
     assert settings.gateway.token_secret is not None
     os.environ["LIVECOMMERCE_TOKEN_SECRET"] = settings.gateway.token_secret.reveal()
-    os.environ["LIVECOMMERCE_DEMO"] = "false"  # seeded once, below, not by every worker
+    os.environ["LIVECOMMERCE_DEMO"] = "false"  # no demo with several workers
     g = settings.gateway
     print(f"livecommerce: {g.workers} workers on http://{g.host}:{g.port}", flush=True)
     uvicorn.run(

@@ -25,25 +25,24 @@ class Scheduler:
     def __init__(self, inventory: Inventory, interval_s: float) -> None:
         self.inventory = inventory
         self.interval_s = interval_s
-        self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             delay = self.interval_s
             try:
                 await self.inventory.run_due()
-                self.passes += 1
                 delay = await self._next_delay()
             except StoreError as exc:
                 log.warning("scheduler pass failed: %s", exc)
+            except Exception:
+                # Never let one bad pass stop openings, closings and hold expiry for good.
+                log.exception("scheduler pass failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def _next_delay(self) -> float:
-        inv = self.inventory
-        first = await inv.redis.zrange(inv.keys.schedule, 0, 0, withscores=True)
-        if not first:
+        due = await self.inventory.next_due_ms()
+        if due is None:
             return self.interval_s
-        now = await inv.server_time_ms()
-        due_in = (float(first[0][1]) - now) / 1000.0
+        due_in = (due - await self.inventory.server_time_ms()) / 1000.0
         return min(max(due_in, MIN_SLEEP_S), self.interval_s)

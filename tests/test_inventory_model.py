@@ -81,8 +81,11 @@ class Model:
         """Returns (ok, reason, hold id, order id, replay)."""
         if not 1 <= q <= 1000:
             return (False, Reason.INVALID_QUANTITY, None, None, False)
-        if (viewer, rid) in self.first:  # per show, whatever the drop or mode
-            return (*self.first[(viewer, rid)][:4], True)
+        if (viewer, rid) in self.first:  # per show; only the very same request replays
+            asked, first = self.first[(viewer, rid)]
+            if asked != (mode, drop, q):
+                return (False, Reason.REQUEST_ID_REUSED, None, None, False)
+            return (*first[:4], True)
         d = self.drops[drop]
         result: tuple[Any, ...]
         if d.state == "closed":
@@ -112,7 +115,7 @@ class Model:
             self.holds[hold] = ModelHold(drop, viewer, q)
             d.after_sale()
             result = (True, None, hold, None, False)
-        self.first[(viewer, rid)] = result
+        self.first[(viewer, rid)] = ((mode, drop, q), result)
         return result
 
     def confirm(self, hold_id: str, viewer: str) -> tuple[Any, ...]:

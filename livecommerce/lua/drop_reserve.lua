@@ -16,8 +16,17 @@ local reap_batch = 32
 if not q or q < 1 or q ~= math.floor(q) or q > 1000000 then
   return refuse('invalid_quantity')
 end
+-- The record keeps what was asked with the result: the same request id for a different
+-- request is refused instead of answered with someone else's result.
+local fingerprint = KEYS[1] .. '|' .. mode .. '|' .. ARGV[5] .. '|' .. currency_arg
 local first = redis.call('GET', idem_key)
-if first then return '{"replay":true,' .. string.sub(first, 2) end
+if first then
+  local cut = string.find(first, '\n', 1, true)
+  if not cut or string.sub(first, 1, cut - 1) ~= fingerprint then
+    return refuse('request_id_reused')
+  end
+  return '{"replay":true,' .. string.sub(first, cut + 2)
+end
 
 local d = load_drop()
 if not d then return refuse('unknown_drop') end
@@ -27,7 +36,7 @@ advance(d)
 reap(d, reap_batch)
 
 local function finish(result)
-  redis.call('SET', idem_key, result, 'EX', idem_ttl_s)
+  redis.call('SET', idem_key, fingerprint .. '\n' .. result, 'EX', idem_ttl_s)
   return result
 end
 

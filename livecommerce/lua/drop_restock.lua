@@ -8,6 +8,7 @@ end
 local d = load_drop()
 if not d then return refuse('unknown_drop') end
 advance(d)
+if d.final == '1' then return refuse('closed', { closed_reason = 'show_ended' }) end
 if d.state == 'closed' and d.reason ~= 'sold_out' then
   return refuse('closed', { closed_reason = d.reason })
 end
@@ -17,6 +18,9 @@ incr(d, 'remaining', added)
 local view = drop_view(d)
 view.added = added
 emit('restocked', view)
-if d.state == 'closed' then open_drop(d) end
+if d.state == 'closed' then
+  open_drop(d)
+  advance(d)  -- its window may have passed while it was sold out
+end
 publish_stock(d)
 return reply({ ok = true, drop = drop_view(d), next_due = next_due(d) })

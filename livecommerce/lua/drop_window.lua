@@ -6,6 +6,7 @@ local opens_at = tonumber(ARGV[5])   -- absolute ms, or -1 to keep
 local d = load_drop()
 if not d then return refuse('unknown_drop') end
 advance(d)
+if d.final == '1' then return refuse('closed', { closed_reason = 'show_ended' }) end
 if d.state == 'closed' and d.reason ~= 'time_up' then
   return refuse('closed', { closed_reason = d.reason })
 end
