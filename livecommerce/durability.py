@@ -1,8 +1,11 @@
 """Waiting until a confirmed order is on disk before the buyer is told "confirmed".
 
-With AOF on, ``WAITAOF 1 0 <timeout>`` returns once the server has fsynced every write made
-before the call. Concurrent confirms share one WAITAOF: a caller waits for the first round that
-*starts* after its own write, so one fsync covers a whole burst of buyers. Servers without
+With AOF on, ``WAITAOF 1 0 <timeout>`` returns once the server has fsynced every write *this
+connection* made. The order scripts run on other connections, so each round first makes a tiny
+write on the connection it is sent on (``INCR`` of :attr:`Keyspace.aof_barrier`) and then
+WAITAOFs there: that write comes after every order already acknowledged by a script, so its
+fsync covers them all. Concurrent confirms share one round: a caller waits for the first round
+that *starts* after its own write, so one fsync covers a whole burst of buyers. Servers without
 WAITAOF (Redis < 7.2) or with AOF off are detected at start and reported by :attr:`mode`.
 """
 
@@ -21,8 +24,16 @@ Mode = Literal["waitaof", "aof-no-wait", "none"]
 
 
 class AofBarrier:
-    def __init__(self, redis: aioredis.Redis, *, enabled: bool = True, timeout_ms: int = 2000):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        barrier_key: str,
+        *,
+        enabled: bool = True,
+        timeout_ms: int = 2000,
+    ):
         self.redis = redis
+        self.barrier_key = barrier_key
         self.enabled = enabled
         self.timeout_ms = timeout_ms
         self.mode: Mode = "none"
@@ -68,9 +79,11 @@ class AofBarrier:
         while self._next is not None:
             future, self._next = self._next, None
             try:
-                reply = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "WAITAOF", 1, 0, self.timeout_ms
-                )
+                # A pipeline runs on one connection: the INCR is this connection's last write.
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.incr(self.barrier_key)
+                pipe.execute_command("WAITAOF", 1, 0, self.timeout_ms)
+                _, reply = await pipe.execute()
                 ok = int(reply[0]) >= 1
             except RedisError as exc:
                 log.warning("WAITAOF failed: %s", exc)

@@ -275,7 +275,7 @@ class Inventory:
         self.keys = keyspace
         self.settings = settings
         self.runner = ScriptRunner(redis, load_all(script_overrides))
-        self.durability = AofBarrier(redis, enabled=settings.redis.wait_aof)
+        self.durability = AofBarrier(redis, keyspace.aof_barrier, enabled=settings.redis.wait_aof)
         self._active_batch: set[str] = set()
         self._active_flush: asyncio.Task[None] | None = None
         inv = settings.inventory
@@ -590,7 +590,8 @@ class Inventory:
             self.settings.inventory.idempotency_ttl_s,
         ]
         outcome = Outcome.parse(await self.runner.call("drop_reserve", keys, args))
-        if outcome.ok and not outcome.replay:
+        if outcome.ok and not outcome.replay and outcome.hold is not None:
+            # Only a hold needs the reaper; a sale (buy mode) leaves nothing to expire.
             await self._mark_active(drop_member(show, drop))
         return await self._durable(outcome)
 

@@ -29,6 +29,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:products             hash    sku -> product record (JSON)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
     P:deadletters          stream  orders the relay gave up on (with the last error)
+    P:aofbarrier           string  written before each WAITAOF round (durability.AofBarrier)
     P:sink:received        hash    reference sink: webhook-id -> what it received (JSON)
     P:sink:arrivals        list    reference sink: webhook-ids in order of first arrival
     P:sink:stats           hash    reference sink: counters (accepted, duplicates, rejected)
@@ -144,6 +145,10 @@ class Keyspace:
     @property
     def host_keys(self) -> str:
         return f"{self.prefix}:hostkeys"
+
+    @property
+    def aof_barrier(self) -> str:
+        return f"{self.prefix}:aofbarrier"
 
     @property
     def dead_letters(self) -> str:
