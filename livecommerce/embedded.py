@@ -89,6 +89,9 @@ class EmbeddedValkey:
             "--appendonly", "yes",
             "--appenddirname", "appendonly",
             "--appendfsync", self.appendfsync,
+            # WAITAOF under everysec is answered on the server's cron tick: at the default
+            # 10 Hz a durable confirm waits ~100 ms, at 100 Hz ~10 ms (scripts: measured).
+            "--hz", "100",
             "--aof-use-rdb-preamble", "yes",
             # RDB snapshots as a second line of defence; the AOF is what a restart loads.
             "--save", "300 1",
