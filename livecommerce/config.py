@@ -262,11 +262,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ending_soon_s=env.integer("ENDING_SOON", 10, minimum=0, maximum=3600),
         reap_interval_s=env.number("REAP_INTERVAL", 1.0, minimum=0.05, maximum=60),
     )
+    token_secret = env.secret("TOKEN_SECRET")
+    if token_secret is not None and len(token_secret.reveal().encode()) < 32:
+        # HS256 keys shorter than the hash are guessable offline from one token (RFC 7518 3.2).
+        raise ConfigError(PREFIX + "TOKEN_SECRET", "at least 32 bytes")
     gateway = GatewaySettings(
         host=env.text("HOST", "127.0.0.1"),
         port=env.integer("PORT", 8000, minimum=0, maximum=65_535),
         public_url=env.text("PUBLIC_URL", ""),
-        token_secret=env.secret("TOKEN_SECRET"),
+        token_secret=token_secret,
         token_ttl_s=env.integer("TOKEN_TTL", 3600, minimum=10, maximum=30 * 86_400),
         allowed_origins=env.items("ALLOWED_ORIGINS", ()),
         max_frame_bytes=env.integer("MAX_FRAME_BYTES", 16_384, minimum=256, maximum=1 << 24),

@@ -105,6 +105,9 @@ class Operation:
 async def read_body(request: Request, op: Operation) -> dict[str, Any]:
     if op.body is None:
         return {}
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:  # refuse before reading it
+        raise MalformedBody("body", f"at most {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise MalformedBody("body", f"at most {MAX_BODY} bytes")
@@ -604,12 +607,15 @@ async def live(request: Request, ctx: Ctx) -> Response:
         await pubsub.subscribe(services.keys.channel(show))
         orders, last_id = await recent_orders(services, show, 20)
         stats = await stats_of(services, show)
-    except RedisError as exc:
-        await pubsub.aclose()
+        drops = await services.inventory.list_drops(show)
+    except (RedisError, StoreError) as exc:
+        await pubsub.aclose()  # never leak the subscription's connection
+        if isinstance(exc, StoreError):
+            raise
         raise StoreError(f"redis: {exc}") from exc
     snapshot = {
         "show": show_public(record),
-        "drops": await services.inventory.list_drops(show),
+        "drops": drops,
         "stats": stats,
         "orders": orders,
         "server_time": stats["server_time"],

@@ -32,6 +32,7 @@ def test_defaults_without_environment() -> None:
         ("LIVECOMMERCE_REDIS_URL", "http://example.invalid"),
         ("LIVECOMMERCE_KEY_PREFIX", "a b"),
         ("LIVECOMMERCE_RATE", "-1"),
+        ("LIVECOMMERCE_TOKEN_SECRET", "short"),
     ],
 )
 def test_malformed_value_names_the_variable(variable: str, value: str) -> None:
@@ -44,12 +45,12 @@ def test_malformed_value_names_the_variable(variable: str, value: str) -> None:
 def test_secrets_never_print() -> None:
     settings = load(
         {
-            "LIVECOMMERCE_TOKEN_SECRET": "hunter2-secret",
+            "LIVECOMMERCE_TOKEN_SECRET": "hunter2-secret-hunter2-secret-hunter2",
             "LIVECOMMERCE_REDIS_URL": "redis://:pw@127.0.0.1:1/0",
         }
     )
     assert isinstance(settings.gateway.token_secret, Secret)
-    assert settings.gateway.token_secret.reveal() == "hunter2-secret"
+    assert settings.gateway.token_secret.reveal() == "hunter2-secret-hunter2-secret-hunter2"
     text = repr(settings) + str(settings.describe())
     assert "hunter2" not in text
     assert ":pw@" not in text

@@ -242,9 +242,9 @@ async def test_same_request_id_returns_the_first_result(inv: Inventory) -> None:
     again = await inv.reserve(SHOW, "d1", "alice", 2, "r1")
     assert again.replay and not first.replay
     assert again.hold == first.hold and again.now_ms == first.now_ms
-    # Even with other arguments: the request id names the request.
+    # The same id for a different request is refused, not answered with the first result.
     other = await inv.reserve(SHOW, "d1", "alice", 1, "r1")
-    assert other.replay and other.hold == first.hold
+    assert not other.ok and other.reason is Reason.REQUEST_ID_REUSED
     # The same id from another viewer is another request.
     bob = await inv.reserve(SHOW, "d1", "bob", 2, "r1")
     assert bob.ok and not bob.replay and bob.hold != first.hold

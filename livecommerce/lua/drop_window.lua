@@ -15,6 +15,9 @@ if opens_at >= 0 then
   if d.state ~= 'scheduled' then return refuse('already_open') end
   new_opens = math.max(opens_at, CTX.now)
 end
+if closes_at == 0 and d.kind == 'offer' then
+  return refuse('invalid_window', { now = CTX.now, opens_at = new_opens })  -- offers end
+end
 if closes_at ~= 0 and (closes_at <= CTX.now or closes_at <= new_opens) then
   return refuse('invalid_window', { now = CTX.now, opens_at = new_opens })
 end
