@@ -394,7 +394,8 @@ async def list_drops(request: Request, ctx: Ctx) -> Response:
 async def create_drop(request: Request, ctx: Ctx) -> Response:
     show = request.path_params["show"]
     body = ctx.body
-    # Everything is checked before the first write.
+    # Everything is checked before the first write; whose show it is, first of all.
+    await owned_show(ctx, show)
     sku = body.get("sku")
     if not valid_id(sku):
         raise ValidationError("sku", "required: the sku of one of your products")
@@ -428,7 +429,6 @@ async def create_drop(request: Request, ctx: Ctx) -> Response:
     )
     image_url = check_url("image_url", body["image_url"]) if "image_url" in body else None
 
-    await owned_show(ctx, show)
     try:
         product = await ctx.catalog.get(ctx.host, sku)
     except (NotFoundError, ForbiddenError) as exc:
@@ -764,6 +764,13 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
                 key = await HostKeys(services.redis, services.keys).verify(bearer(request))
             else:
                 key = HostKey(id="", host="", label="", prefix="", created_at=0)
+            ctx = Ctx(services=services, key=key, body={})
+            # Whose show or product it is comes before anything about the body: another host
+            # learns nothing but 403 (404 for what does not exist), on every route.
+            if op.auth and "show" in request.path_params:
+                await owned_show(ctx, request.path_params["show"])
+            if op.auth and "sku" in request.path_params:
+                await ctx.catalog.get(ctx.host, request.path_params["sku"])
             body = await read_body(request, op)
             return await op.handler(request, Ctx(services=services, key=key, body=body))
         except LivecommerceError as exc:

@@ -150,8 +150,8 @@ class Catalog:
         return product
 
     async def update(self, host: str, sku: str, data: dict[str, Any], *, partial: bool) -> Product:
+        current = await self.get(host, sku)  # ownership before anything about the body
         fields = validate(data, partial=partial)
-        current = await self.get(host, sku)
         base = current.public()
         if not partial:
             base.update(description="", image_url="")

@@ -134,6 +134,31 @@ async def test_other_hosts_things_are_forbidden(
     assert (await api.get("/shows/s1/drops/d1")).json()["state"] == "open"
 
 
+async def test_every_route_on_another_hosts_show_or_product_is_forbidden(
+    api: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    """Driven by the route table, so a new route cannot forget its ownership check."""
+    await make_show(api)
+    assert (await api.post("/shows/s1/drops", json={"id": "d1", "sku": "mug",
+                                                    "quantity": 5})).status_code == 201  # fmt: skip
+    before = (await api.get("/shows/s1/stats")).json()
+    checked = 0
+    for op in hostapi.OPERATIONS:
+        if not op.auth or not ("{show}" in op.path or "{sku}" in op.path) or op.stream:
+            continue
+        r = await bob.request(op.method, concrete(op.path), json={} if op.body else None)
+        assert_problem(r, 403)
+        checked += 1
+    r = await bob.get("/shows/s1/live")  # the event stream, too
+    assert_problem(r, 403)
+    assert checked >= 15
+    after = (await api.get("/shows/s1/stats")).json()
+    assert {k: v for k, v in after.items() if k != "server_time"} == {
+        k: v for k, v in before.items() if k != "server_time"
+    }
+    assert (await api.get("/products/mug")).status_code == 200
+
+
 # -- products -------------------------------------------------------------------------------------
 async def test_product_crud(api: httpx.AsyncClient) -> None:
     r = await api.post("/products", json={"sku": "tee-1", "title": "Tee",
