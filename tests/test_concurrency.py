@@ -73,9 +73,12 @@ async def _worker(url: str, prefix: str, worker: int, tasks: int) -> dict[str, A
         for _ in range(ATTEMPTS_PER_TASK):
             viewer = f"v{r.randrange(VIEWERS)}"
             request_id = f"req{r.randrange(5)}"  # few ids per viewer: duplicates everywhere
-            drop = r.choice(("d1", "d1", "d2"))
-            quantity = r.choice((1, 1, 2, 3))
-            if r.random() < 0.25:
+            # A request id names one request: what it asks for follows from (viewer, id), so
+            # every duplicate, in any process, is the very same request.
+            asked = random.Random(f"{viewer}/{request_id}")
+            drop = asked.choice(("d1", "d1", "d2"))
+            quantity = asked.choice((1, 1, 2, 3))
+            if asked.random() < 0.25:
                 out = await inv.buy_now(SHOW, drop, viewer, quantity, request_id, f"p{task}")
             else:
                 out = await inv.reserve(SHOW, drop, viewer, quantity, request_id)
@@ -212,6 +215,7 @@ async def test_processes_hammering_one_show_keep_every_invariant(
     assert outcomes["replay"] > 0 and outcomes["sold_out"] + outcomes["insufficient_stock"] > 0
     assert outcomes["limit_exceeded"] > 0 and outcomes["late_hold_expired"] > 0
     assert outcomes["late_ok"] > 0, outcomes
+    assert outcomes["request_id_reused"] == 0, outcomes  # duplicates are the same request
     expired = sum(r["released"] for r in results)
     holdrecs = [await redis.hgetall(keyspace.drop(SHOW, d).holdrec) for d in DROPS]
     states = Counter(json.loads(raw)["s"] for recs in holdrecs for raw in recs.values())
