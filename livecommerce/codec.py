@@ -7,6 +7,7 @@ once per encoding, so a broadcast encodes each event once per encoding, never on
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -83,7 +84,7 @@ class Frame:
     ``json`` may be given pre-encoded (the event as Redis published it) so it is never re-encoded.
     """
 
-    __slots__ = ("_json", "_msgpack", "event_id", "message")
+    __slots__ = ("_json", "_msgpack", "_wire_binary", "_wire_text", "event_id", "message")
 
     def __init__(self, message: Mapping[str, Any], *, json: str | None = None,
                  event_id: str | None = None) -> None:  # fmt: skip
@@ -92,6 +93,8 @@ class Frame:
         """Id of a durable event (from the show's log); None for everything else."""
         self._json = json
         self._msgpack: bytes | None = None
+        self._wire_text: bytes | None = None
+        self._wire_binary: bytes | None = None
 
     def payload(self, encoding: Encoding) -> str | bytes:
         if encoding is Encoding.JSON:
@@ -111,6 +114,41 @@ class Frame:
 
     def size(self, encoding: Encoding) -> int:
         return len(self.payload(encoding))
+
+    def wire(self, encoding: Encoding) -> bytes:
+        """The whole server-to-client WebSocket frame (built once per encoding, then shared).
+
+        Valid only on a connection without extensions (no permessage-deflate): what
+        ``websockets`` would serialize for ``send_text`` / ``send_binary`` there.
+        """
+        if encoding is Encoding.JSON:
+            if self._wire_text is None:
+                text = self.payload(encoding)
+                assert isinstance(text, str)
+                self._wire_text = server_frame(OPCODE_TEXT, text.encode())
+            return self._wire_text
+        if self._wire_binary is None:
+            data = self.payload(encoding)
+            assert isinstance(data, bytes)
+            self._wire_binary = server_frame(OPCODE_BINARY, data)
+        return self._wire_binary
+
+
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One unfragmented, unmasked frame as a server sends it (RFC 6455 section 5.2)."""
+    first = 0x80 | opcode  # FIN, no RSV bits: no extension is in use
+    n = len(payload)
+    if n < 126:
+        header = bytes((first, n))
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
 
 
 def parse_event_id(event_id: str) -> tuple[int, int]:

@@ -364,20 +364,19 @@ class Gateway:
             async with self._command_slots:
                 outcome = await self._run_command(show, cmd)
         except ValidationError as exc:
-            self.metrics.commands.labels(str(cmd.op), "invalid").inc()
+            self.metrics.count_command(cmd.op, "invalid")
             conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
                             field=exc.field).message)  # fmt: skip
             return
         except (StoreError, RedisError, OSError) as exc:
             log.warning("%s failed: %s", cmd.op, exc)
-            self.metrics.commands.labels(str(cmd.op), "unavailable").inc()
+            self.metrics.count_command(cmd.op, "unavailable")
             conn.send(error(ErrorCode.UNAVAILABLE, "store unavailable; retry with the same id",
                             request_id=cmd.request_id).message)  # fmt: skip
             return
         if cmd.op in (Op.RESERVE, Op.BUY_NOW):
             self.metrics.reserve_seconds.observe(time.perf_counter() - started)
-        outcome_label = "ok" if outcome.ok else str(outcome.reason or "refused")
-        self.metrics.commands.labels(str(cmd.op), outcome_label).inc()
+        self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))
         conn.send(result_message(cmd, outcome))
 
     async def _run_command(self, show: str, cmd: Command) -> Outcome:

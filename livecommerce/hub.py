@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from websockets.protocol import OPEN, Side
+from websockets.protocol import Protocol as WSProtocol
 
 from livecommerce.codec import Encoding, Frame, parse_event_id
 from livecommerce.keys import Keyspace
@@ -180,12 +182,9 @@ def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
             return
 
 
-def find_transport(send: Callable[..., Any]) -> Any:
-    """The asyncio transport under an ASGI ``send`` (uvicorn), or None.
-
-    Used only to read how many bytes wait to go out (``get_write_buffer_size``): uvicorn's
-    WebSocket send never waits for the network, so that number is the real backlog of a viewer.
-    """
+def _asgi_owner(send: Callable[..., Any]) -> Any:
+    """The server object whose bound method sits under an ASGI ``send`` (uvicorn's protocol,
+    found through the wrappers' closures), or None."""
     stack: list[Any] = [send]
     seen: set[int] = set()
     while stack:
@@ -196,7 +195,7 @@ def find_transport(send: Callable[..., Any]) -> Any:
         owner = getattr(obj, "__self__", None)
         transport = getattr(owner, "transport", None)
         if transport is not None and hasattr(transport, "get_write_buffer_size"):
-            return transport
+            return owner
         for cell in getattr(obj, "__closure__", None) or ():
             with contextlib.suppress(ValueError):
                 value = cell.cell_contents
@@ -208,19 +207,56 @@ def find_transport(send: Callable[..., Any]) -> Any:
     return None
 
 
+def find_transport(send: Callable[..., Any]) -> Any:
+    """The asyncio transport under an ASGI ``send`` (uvicorn), or None.
+
+    Used to read how many bytes wait to go out (``get_write_buffer_size``): uvicorn's
+    WebSocket send never waits for the network, so that number is the real backlog of a viewer.
+    """
+    owner = _asgi_owner(send)
+    return None if owner is None else owner.transport
+
+
+def find_direct(send: Callable[..., Any]) -> Any:
+    """uvicorn's websockets-sansio protocol under ``send`` when frames may bypass the ASGI send.
+
+    That protocol's ``send`` of a ``websocket.send`` event is: wait while the transport is paused
+    for writing (``writable``), refuse once closing (``close_sent``, ``disconnected``, the
+    ``websockets`` connection no longer OPEN), else serialize the frame and ``transport.write``
+    it. Without extensions the frame is the same bytes for every viewer, so the hub builds it
+    once (:meth:`~livecommerce.codec.Frame.wire`) and writes it to each transport itself, as
+    ``websockets.broadcast`` does. Anything else (another server or WebSocket implementation,
+    permessage-deflate) returns None and keeps the ASGI path.
+    """
+    owner = _asgi_owner(send)
+    conn = getattr(owner, "conn", None)
+    if not isinstance(conn, WSProtocol) or conn.side is not Side.SERVER or conn.extensions:
+        return None
+    if not isinstance(getattr(owner, "writable", None), asyncio.Event):
+        return None
+    if not all(hasattr(owner, name) for name in ("close_sent", "disconnected")):
+        return None
+    return owner
+
+
 class Outbox:
     """What goes out to one viewer, in order, bounded.
 
-    ``push`` never awaits: when nothing is queued the frame is written at once (the ASGI send of
-    uvicorn completes without suspending); otherwise it is queued for the writer task. While
-    ``holding`` (during join) live frames are kept aside to be released after the snapshot.
+    ``push`` never awaits: when nothing is queued the frame is written at once (straight to the
+    transport under uvicorn's websockets-sansio protocol, see :func:`find_direct`; else through
+    the ASGI send, which completes without suspending unless the transport is paused); otherwise
+    it is queued for the writer task. While ``holding`` (during join) live frames are kept aside
+    to be released after the snapshot.
     """
 
     def __init__(self, encoding: Encoding, send: ASGISend, *, max_queue: int, max_buffer: int,
                  on_overflow: Callable[[Outbox], None]) -> None:  # fmt: skip
         self.encoding = encoding
         self._send = send
-        self._transport = find_transport(send)
+        self._direct = find_direct(send)
+        self._transport = (
+            self._direct.transport if self._direct is not None else find_transport(send)
+        )
         self.max_queue = max_queue
         self.max_buffer = max_buffer
         self._on_overflow = on_overflow
@@ -270,6 +306,23 @@ class Outbox:
         self._write_now(frame)
 
     def _write_now(self, frame: Frame) -> None:
+        direct = self._direct
+        if direct is not None:
+            if direct.writable.is_set():
+                # What uvicorn's send does, minus the ASGI event, the coroutine and the framing
+                # of the same bytes once per viewer.
+                if direct.close_sent or direct.disconnected or direct.conn.state is not OPEN:
+                    self.closed = True  # the ASGI send would raise: the client is gone
+                    return
+                direct.transport.write(frame.wire(self.encoding))
+                self.sent += 1
+                self._check_buffer()
+                return
+            # Paused for writing: the writer task waits for the transport, in order.
+            self._queue.append(frame)
+            self._wake.set()
+            self._ensure_writer()
+            return
         coro = self._send(frame.asgi(self.encoding))
         try:
             yielded = coro.send(None)  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -49,7 +51,15 @@ class GatewayMetrics:
             "livecommerce_slow_consumer_disconnects", "Viewers closed for not keeping up (4008).",
             registry=registry,
         )  # fmt: skip
+        self._command_counts: dict[tuple[str, str], Any] = {}
         self.resumes = Counter(
             "livecommerce_resumes", "Joins with last_event_id, by result (resumed, gap).",
             ["result"], registry=registry,
         )  # fmt: skip
+
+    def count_command(self, op: str, outcome: str) -> None:
+        """``commands{type, outcome}`` += 1, the labelled child looked up once (hot path)."""
+        child = self._command_counts.get((op, outcome))
+        if child is None:
+            child = self._command_counts[op, outcome] = self.commands.labels(op, outcome)
+        child.inc()

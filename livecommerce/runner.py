@@ -150,10 +150,20 @@ def serve(settings: Settings) -> int:
     try:
         if settings.gateway.workers > 1:
             return _serve_workers(settings, redis_url)
-        return asyncio.run(_serve(settings, redis_url, sink_port))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_serve(settings, redis_url, sink_port))
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (uvicorn[standard] brings it), as uvicorn's own workers use."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it
+        return None
+    return uvloop.new_event_loop
 
 
 def _serve_workers(settings: Settings, redis_url: str) -> int:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from websockets.frames import Frame as WSFrame
+from websockets.frames import Opcode as WSOpcode
 
 from livecommerce.codec import (
     SUBPROTOCOL_JSON,
@@ -54,3 +56,16 @@ def test_frame_encodes_once_and_keeps_raw_json() -> None:
     assert frame.asgi(Encoding.MSGPACK) == {"type": "websocket.send", "bytes": packed}
     assert parse_event_id("12-3") < parse_event_id("12-10") < parse_event_id("13-0")
     assert parse_event_id("garbage") == (0, 0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("encoding", [Encoding.JSON, Encoding.MSGPACK])
+def test_wire_is_what_websockets_sends(size: int, encoding: Encoding) -> None:
+    """The pre-built frame is byte for byte what ``websockets`` serializes for a server."""
+    frame = Frame({"type": "x", "pad": "é" * (size // 2)})
+    payload = frame.payload(encoding)
+    data = payload.encode() if isinstance(payload, str) else payload
+    opcode = WSOpcode.TEXT if encoding is Encoding.JSON else WSOpcode.BINARY
+    expected = WSFrame(opcode, data).serialize(mask=False, extensions=[])
+    assert frame.wire(encoding) == expected
+    assert frame.wire(encoding) is frame.wire(encoding)  # built once

@@ -98,6 +98,7 @@ async def test_slow_consumer_is_closed_others_keep_receiving(redis_url: str, key
             assert decode(Encoding.JSON, await slow.recv())["type"] == "snapshot"
             # Small kernel buffers on both ends, so the backlog shows up in the server at once.
             for conn in gw.gateway.connections:
+                assert conn.outbox._direct is not None  # frames bypass the ASGI send here
                 server_sock = conn.outbox._transport.get_extra_info("socket")
                 server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             metric = gw.gateway.metrics.slow_consumers

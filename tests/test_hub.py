@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
+from websockets.client import ClientProtocol
+from websockets.protocol import State as WSState
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from livecommerce.codec import Encoding, Frame
 from livecommerce.hub import Hub, MemoryBroker, Outbox
@@ -85,3 +91,88 @@ async def test_slow_consumer_overflow_does_not_touch_others() -> None:
 def test_frame_shared() -> None:
     frame = Frame({"type": "x"})
     assert frame.asgi(Encoding.JSON)["text"] == '{"type":"x"}'
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class FakeSansIO:
+    """What the hub relies on in uvicorn's websockets-sansio protocol, and its ASGI ``send``."""
+
+    def __init__(self) -> None:
+        self.conn = ServerProtocol(state=WSState.OPEN)
+        self.transport = FakeTransport()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.close_sent = False
+        self.disconnected = False
+        self.asgi_sends = 0
+        self.wrote = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.writable.wait()
+        self.asgi_sends += 1
+        self.conn.send_text(message["text"].encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.wrote.set()
+
+    def texts(self) -> list[str]:
+        reader = ClientProtocol(parse_uri("ws://x/"), state=WSState.OPEN)
+        reader.receive_data(b"".join(self.transport.chunks))
+        return [event.data.decode() for event in reader.events_received()]
+
+
+async def test_outbox_writes_frames_to_the_transport_and_waits_while_paused() -> None:
+    proto, over = FakeSansIO(), []
+    box = Outbox(Encoding.JSON, proto.send, max_queue=2, max_buffer=1 << 20,
+                 on_overflow=over.append)  # fmt: skip
+    assert box._direct is proto
+    box.push(Frame({"n": 1}))
+    assert proto.asgi_sends == 0 and box.sent == 1  # written at once, no ASGI event
+    proto.writable.clear()  # the transport asks to pause writing
+    box.push(Frame({"n": 2}))
+    box.push(Frame({"n": 3}))
+    assert box.sent == 1  # queued, in order, for the writer task
+    box.push(Frame({"n": 4}))
+    box.push(Frame({"n": 5}))  # beyond max_queue: a slow consumer
+    assert over == [box] and box.closed
+    await box.aclose()
+
+    proto, over = FakeSansIO(), []
+    box = Outbox(Encoding.JSON, proto.send, max_queue=8, max_buffer=1 << 20,
+                 on_overflow=over.append)  # fmt: skip
+    box.push(Frame({"n": 1}))
+    proto.writable.clear()
+    box.push(Frame({"n": 2}))
+    box.push(Frame({"n": 3}))
+    proto.writable.set()
+    while box.sent < 3:
+        proto.wrote.clear()
+        await asyncio.wait_for(proto.wrote.wait(), 5)
+    box.push(Frame({"n": 4}))  # the queue is empty again: straight to the transport
+    assert [orjson.loads(t)["n"] for t in proto.texts()] == [1, 2, 3, 4]
+    assert proto.asgi_sends == 2 and not over
+    proto.close_sent = True  # the endpoint closed: nothing more goes out
+    box.push(Frame({"n": 5}))
+    assert box.closed and len(proto.texts()) == 4
+    await box.aclose()
+
+
+async def test_outbox_keeps_the_asgi_send_with_an_extension() -> None:
+    proto = FakeSansIO()
+    proto.conn.extensions = [object()]  # type: ignore[list-item]  # e.g. permessage-deflate
+    box = Outbox(Encoding.JSON, proto.send, max_queue=8, max_buffer=1 << 20,
+                 on_overflow=lambda _: None)  # fmt: skip
+    assert box._direct is None
+    proto.conn.extensions = []
+    box.push(Frame({"n": 1}))
+    assert proto.asgi_sends == 1 and proto.texts() == ['{"n":1}']
+    await box.aclose()

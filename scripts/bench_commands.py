@@ -1,0 +1,384 @@
+"""Commands-per-second benchmark of the gateway: buy commands over WebSocket, as JSON on stdout.
+
+Starts its own embedded Valkey (AOF on, appendfsync everysec, loopback only) and measures in the
+same run, for each op (``buy_now``, ``reserve``):
+
+* ``direct``: the baseline -- ``Inventory.buy_now`` / ``Inventory.reserve`` called from K
+  concurrent asyncio tasks in one process (what the gateway itself calls per command);
+* ``gateway``: one gateway process (``python -m livecommerce serve --no-demo``), K viewer
+  connections (joined with tokens, from ``--client-processes`` client processes), each sending
+  its next command as soon as the reply to the previous one arrives.
+
+``ratio`` is gateway commands/s over direct commands/s: what the WebSocket path (receive, decode,
+validate, rate-limit, reply, metrics) costs on top of the store. Latency is per command, from the
+send (or the call) to its reply. The per-connection rate limit is lifted for the run (it still
+runs; it just never says no). ``--profile FILE`` records the gateway with py-spy (raw format) if
+py-spy is on PATH or in the venv::
+
+    .venv/bin/python scripts/bench_commands.py --connections 256 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SECRET = "bench-secret-0123456789abcdef0123"
+SHOW = "bench"
+OPS = ("buy_now", "reserve")
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {}
+    ordered = sorted(latencies_s)
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 2)
+
+    return {"p50": at(50), "p90": at(90), "p99": at(99), "max": round(ordered[-1] * 1000, 2)}
+
+
+def summary(latencies: list[float], elapsed: float, refused: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "commands": len(latencies),
+        "seconds": round(elapsed, 3),
+        "commands_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        "latency_ms": percentiles(latencies),
+        "refused": refused,
+        **extra,
+    }
+
+
+# -- setup ----------------------------------------------------------------------------------------
+async def create_drops(redis_url: str, prefix: str, drops: list[str]) -> None:
+    import redis.asyncio as aioredis
+
+    from livecommerce import config
+    from livecommerce.inventory import MAX_QUANTITY, MAX_STOCK, DropSpec, Inventory
+    from livecommerce.keys import Keyspace
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        inv = Inventory(client, Keyspace(prefix), config.load({"LIVECOMMERCE_KEY_PREFIX": prefix}))
+        await inv.load()
+        if await inv.get_show(SHOW) is None:
+            await inv.create_show(SHOW, title="Benchmark")
+            await inv.start_show(SHOW)
+        for drop in drops:
+            spec = DropSpec(id=drop, sku=drop, title=drop, quantity=MAX_STOCK,
+                            limit=MAX_QUANTITY, prices={"EUR": 100})  # fmt: skip
+            await inv.create_drop(SHOW, spec)
+    finally:
+        await client.aclose()
+
+
+# -- baseline: Inventory called directly ----------------------------------------------------------
+async def direct(redis_url: str, prefix: str, op: str, drop: str, tasks: int, seconds: float,
+                 warmup: float) -> dict[str, Any]:  # fmt: skip
+    import redis.asyncio as aioredis
+
+    from livecommerce import config
+    from livecommerce.inventory import Inventory
+    from livecommerce.keys import Keyspace
+
+    # The same pool the server uses (app.py): blocking, 256 connections.
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256, timeout=10)
+    client = aioredis.Redis.from_pool(pool)
+    inv = Inventory(client, Keyspace(prefix), config.load({"LIVECOMMERCE_KEY_PREFIX": prefix}))
+    await inv.load()
+    latencies: list[float] = []
+    refused = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    calls = 0
+
+    async def worker(w: int) -> None:
+        nonlocal refused, calls
+        i = 0
+        viewer = f"v{w}"
+        while (t0 := time.perf_counter()) < stop_at:
+            i += 1
+            calls += 1
+            rid = f"d{w}-{i}"
+            if op == "buy_now":
+                out = await inv.buy_now(SHOW, drop, viewer, 1, rid, "bench")
+            else:
+                out = await inv.reserve(SHOW, drop, viewer, 1, rid)
+            if t0 >= measure_from:
+                latencies.append(time.perf_counter() - t0)
+                refused += not out.ok
+
+    cpu0 = time.process_time()
+    try:
+        await asyncio.gather(*(worker(w) for w in range(tasks)))
+    finally:
+        cpu = time.process_time() - cpu0
+        await client.aclose()
+    return summary(latencies, seconds, refused, tasks=tasks,
+                   cpu_us_per_command=round(cpu / max(calls, 1) * 1e6, 1))  # fmt: skip
+
+
+# -- gateway: viewers over WebSocket --------------------------------------------------------------
+def client_main(url: str, op: str, drop: str, first: int, count: int, seconds: float,
+                warmup: float, tag: str, out: Any, go: Any) -> None:  # fmt: skip
+    raise_fd_limit()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    out.put(asyncio.run(_clients(url, op, drop, first, count, seconds, warmup, tag, out, go)))
+
+
+async def _clients(url: str, op: str, drop: str, first: int, count: int, seconds: float,
+                   warmup: float, tag: str, out: Any, go: Any) -> dict[str, Any]:  # fmt: skip
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from livecommerce import tokens
+
+    latencies: list[float] = []
+    refused = 0
+    errors: list[str] = []
+    sockets: list[Any] = []
+    sem = asyncio.Semaphore(64)
+
+    async def open_one(i: int) -> Any:
+        async with sem:
+            ws = await connect(url, subprotocols=["livecommerce.v1.json"],  # type: ignore[list-item]
+                               ping_interval=None, open_timeout=30, max_queue=None)  # fmt: skip
+            token = tokens.mint(SECRET, f"v{first + i}", 3600)
+            await ws.send(orjson.dumps({"type": "join", "show": SHOW, "token": token}).decode())
+            while orjson.loads(await ws.recv())["type"] != "snapshot":
+                pass
+            sockets.append(ws)
+            return ws
+
+    await asyncio.gather(*(open_one(i) for i in range(count)))
+    out.put("connected")
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    cpu0 = time.process_time()
+    sent = 0
+    extra = '"payment_reference":"bench",' if op == "buy_now" else ""
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def run(c: int, ws: Any) -> None:
+        nonlocal refused, sent
+        i = 0
+        while (t0 := time.perf_counter()) < stop_at:
+            i += 1
+            sent += 1
+            rid = f"{tag}-{c}-{i}"
+            await ws.send(f'{{"type":"{op}","id":"{rid}","drop":"{drop}","quantity":1,{extra}'
+                          f'"currency":"EUR"}}')  # fmt: skip
+            marker = f'"id":"{rid}"'
+            while True:
+                frame = await ws.recv()
+                if marker in frame:
+                    break
+            if t0 >= measure_from:
+                latencies.append(time.perf_counter() - t0)
+                if '"ok":true' not in frame:
+                    refused += 1
+                    if len(errors) < 3:
+                        errors.append(frame[:300])
+
+    await asyncio.gather(*(run(c, ws) for c, ws in enumerate(sockets)))
+    cpu = time.process_time() - cpu0
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return {"latencies": latencies, "refused": refused, "errors": errors, "sent": sent,
+            "cpu_s": cpu}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, seconds: float,
+                warmup: float, tag: str, server_pid: int) -> dict[str, Any]:  # fmt: skip
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    go = ctx.Event()
+    procs = []
+    first = 0
+    for p in range(processes):
+        n = connections // processes + (1 if p < connections % processes else 0)
+        args = (url, op, drop, first, n, seconds, warmup, f"{tag}{p}", queue, go)
+        proc = ctx.Process(target=client_main, daemon=True, args=args)
+        proc.start()
+        procs.append(proc)
+        first += n
+    for _ in procs:
+        if queue.get(timeout=120) != "connected":
+            raise RuntimeError("a client process failed to connect")
+    cpu0 = cpu_seconds(server_pid)
+    go.set()
+    parts = [queue.get(timeout=seconds + warmup + 120) for _ in procs]
+    server_cpu = cpu_seconds(server_pid) - cpu0
+    for proc in procs:
+        proc.join(10)
+    latencies = [x for part in parts for x in part["latencies"]]
+    errors = [e for part in parts for e in part["errors"]][:3]
+    sent = sum(p["sent"] for p in parts)
+    out = summary(latencies, seconds, sum(p["refused"] for p in parts),
+                  connections=connections, client_processes=processes,
+                  server_cpu_us_per_command=round(server_cpu / max(sent, 1) * 1e6, 1),
+                  client_cpu_us_per_command=round(
+                      sum(p["cpu_s"] for p in parts) / max(sent, 1) * 1e6, 1))  # fmt: skip
+    if errors:
+        out["sample_refusals"] = errors
+    return out
+
+
+def start_gateway(
+    redis_url: str, prefix: str, port: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LIVECOMMERCE_REDIS_URL": redis_url, "LIVECOMMERCE_KEY_PREFIX": prefix,
+           "LIVECOMMERCE_TOKEN_SECRET": SECRET, "LIVECOMMERCE_DEMO": "false",
+           "LIVECOMMERCE_LOG_LEVEL": "warning", "LIVECOMMERCE_RATE": "100000",
+           "LIVECOMMERCE_RATE_BURST": "100000"}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "livecommerce", "serve", "--no-demo", "--port", str(port)],
+        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError("gateway not ready")
+
+
+def find_py_spy() -> str | None:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=256, help="K: connections / tasks")
+    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per mode")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--ops", default=",".join(OPS))
+    parser.add_argument("--rounds", type=int, default=1, help="alternate direct/gateway N times")
+    parser.add_argument("--skip", default="", help="comma list: direct,gateway")
+    parser.add_argument("--profile", help="py-spy raw profile of the gateway's first op here")
+    args = parser.parse_args()
+    raise_fd_limit()
+    from livecommerce.embedded import EmbeddedValkey, free_port
+
+    skip = set(args.skip.split(","))
+    ops = [op for op in args.ops.split(",") if op]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-commands-"))
+    valkey = EmbeddedValkey(tmp / "valkey").start()
+    prefix = f"bc{os.getpid()}"
+    port = free_port()
+    gateway: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {}
+    log = lambda m: print(f"bench: {m} ...", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        drops = [f"{mode}-{op}-{r}" for op in ops for r in range(args.rounds)
+                 for mode in ("direct", "gateway")]  # fmt: skip
+        asyncio.run(create_drops(valkey.url, prefix, drops))
+        if "gateway" not in skip:
+            gateway = start_gateway(valkey.url, prefix, port, tmp / "gateway.log")
+            wait_ready(port, gateway)
+        for op in ops:
+            rows: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+            for r in range(args.rounds):
+                if "direct" not in skip:
+                    log(f"{op} direct, round {r + 1}")
+                    rows["direct"].append(asyncio.run(direct(
+                        valkey.url, prefix, op, f"direct-{op}-{r}", args.connections,
+                        args.seconds, args.warmup,
+                    )))  # fmt: skip
+                if gateway is not None:
+                    log(f"{op} gateway, round {r + 1}")
+                    spy = None
+                    py_spy = find_py_spy()
+                    if args.profile and op == ops[0] and r == 0 and py_spy:
+                        spy = subprocess.Popen(
+                            [py_spy, "record", "--pid", str(gateway.pid), "--format", "raw",
+                             "--rate", "250", "--duration", str(int(args.seconds + args.warmup)),
+                             "--output", args.profile, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    rows["gateway"].append(gateway_run(
+                        f"ws://127.0.0.1:{port}/ws", op, f"gateway-{op}-{r}", args.connections,
+                        args.client_processes, args.seconds, args.warmup, f"g{r}", gateway.pid,
+                    ))  # fmt: skip
+                    if spy is not None:
+                        spy.wait(60)
+            results[op] = _combine(rows)
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                gateway.wait(15)
+            if gateway.poll() is None:
+                gateway.kill()
+        valkey.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    import orjson
+
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "results": results,
+    }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _combine(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mode, runs in rows.items():
+        if not runs:
+            continue
+        out[mode] = runs[0] if len(runs) == 1 else {
+            "commands_per_s": statistics.median(r["commands_per_s"] for r in runs),
+            "latency_ms": {k: statistics.median(r["latency_ms"].get(k, 0.0) for r in runs)
+                           for k in ("p50", "p99")},
+            "rounds": runs,
+        }  # fmt: skip
+    if "direct" in out and "gateway" in out and out["direct"]["commands_per_s"]:
+        out["ratio"] = round(out["gateway"]["commands_per_s"] / out["direct"]["commands_per_s"], 3)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
