@@ -30,10 +30,11 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
     P:deadletters          stream  orders the relay gave up on (with the last error)
     P:aofbarrier           string  written before each WAITAOF round (durability.AofBarrier)
-    P:sink:received        hash    reference sink: webhook-id -> what it received (JSON)
-    P:sink:arrivals        list    reference sink: webhook-ids in order of first arrival
-    P:sink:stats           hash    reference sink: counters (accepted, duplicates, rejected)
-    P:sink:fail            hash    reference sink: injected failure mode (fault tests, demo)
+    P:{sink}:received      hash    reference sink: webhook-id -> what it received (JSON)
+    P:{sink}:arrivals      list    reference sink: webhook-ids in order of first arrival
+    P:{sink}:stats         hash    reference sink: counters (accepted, duplicates, rejected)
+    P:{sink}:fail          hash    reference sink: injected failure mode (fault tests, demo)
+    (one hash tag: the sink's record script touches them together, also on a cluster)
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ class Keyspace:
 
     @property
     def sink_prefix(self) -> str:
-        """Keys of the reference fulfillment sink (a separate service; own namespace)."""
-        return f"{self.prefix}:sink"
+        """Keys of the reference fulfillment sink (a separate service; own namespace and tag)."""
+        return f"{self.prefix}:{{sink}}"
 
     @property
     def sink_received(self) -> str:

@@ -3,7 +3,8 @@
 Every show's orders stream (``B:orders``, written in the same Lua step as the sale) is read with
 one consumer group (``settings.relay.group``) shared by every relay process. Each entry becomes a
 Standard Webhooks POST (:mod:`livecommerce.webhooks`) and is acknowledged (``XACK``) only after
-a 2xx. Until then it stays in the group's pending entries list (PEL), so:
+a 2xx -- the acknowledgements of one event-loop turn together, one ``XACK`` per stream in one
+pipeline. Until then it stays in the group's pending entries list (PEL), so:
 
 * a failed attempt is retried in-process with exponential backoff and equal jitter, or after the
   server's ``Retry-After``; after ``max_attempts`` the order goes to the dead letters
@@ -22,8 +23,8 @@ a 2xx. Until then it stays in the group's pending entries list (PEL), so:
 Duplicates: an order whose 2xx was sent but not acknowledged (relay crash, ``XACK`` failure, a
 timeout after the backend took it) is sent again with the same ``webhook-id``.
 
-The transport is a small :class:`Deliverer` seam: :class:`HttpDeliverer` is the real one,
-:class:`MemoryDeliverer` the in-memory one for tests.
+The transport is a small :class:`Deliverer` seam: :class:`HttpDeliverer` (aiohttp) is the real
+one, :class:`MemoryDeliverer` the in-memory one for tests.
 """
 
 from __future__ import annotations
@@ -32,19 +33,18 @@ import asyncio
 import contextlib
 import dataclasses
 import email.utils
-import itertools
 import logging
 import os
 import random
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import redis.asyncio as aioredis
+import yarl
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError, ResponseError
 
@@ -55,13 +55,6 @@ from livecommerce.keys import Keyspace
 from livecommerce.webhooks import Signer, WebhookMessage, order_message, parse_secrets
 
 log = logging.getLogger("livecommerce.relay")
-
-try:
-    import sniffio  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    # httpcore runs `import sniffio` on every request; when it is not installed each failing
-    # import walks sys.path (~0.5 ms of CPU, several times per request). Cache the failure.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 RETRY_AFTER_CAP_S = 3600.0
 """Longest ``Retry-After`` honoured; a larger one is cut to this."""
@@ -163,15 +156,14 @@ class Deliverer(Protocol):
 
 
 class HttpDeliverer:
-    """Standard Webhooks over HTTP POST with httpx: signed per attempt, one deadline per request.
+    """Standard Webhooks over HTTP POST with aiohttp: signed per attempt, one deadline per request.
 
-    Requests go straight to httpx transports (no client layer: no cookies, redirects or auth
-    hooks to run per order), spread over several small connection pools: httpcore's pool does
-    work quadratic in the requests queued on it, which dominates the CPU cost at a few dozen in
-    flight on one pool. ``timeout_s`` bounds the whole request, connecting included.
+    One session with a keep-alive pool of at most ``max_connections`` connections (the relay's
+    concurrency), created on first use inside the running loop. Nothing a webhook does not need
+    runs per order: no cookie jar, no redirects (a 3xx is a failure like any non-2xx), no
+    environment proxies, no response decompression. ``timeout_s`` bounds the whole request,
+    connecting and reading the answer included.
     """
-
-    POOL_SIZE = 4
 
     def __init__(
         self,
@@ -181,55 +173,52 @@ class HttpDeliverer:
         timeout_s: float,
         max_connections: int = 32,
         clock: Callable[[], float] = time.time,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = httpx.URL(url)
+        self.url = yarl.URL(url)
         self.signer = signer
         self.timeout_s = timeout_s
+        self.max_connections = max(1, max_connections)
         self._clock = clock
-        self._timeouts = dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)
-        if transport is not None:
-            self._transports = [transport]
-        else:
-            shards = max(1, -(-max_connections // self.POOL_SIZE))
-            per = max(1, -(-max_connections // shards))
-            limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
-            self._transports = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
-        self._next = itertools.cycle(self._transports)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"user-agent": USER_AGENT},
+            skip_auto_headers=("accept", "accept-encoding"),
+            auto_decompress=False,
+            trust_env=False,
+        )
+        return self._session
 
     async def deliver(self, message: WebhookMessage) -> None:
+        session = self._session or self._open()
         headers = self.signer.headers(message.id, int(self._clock()), message.body)
-        headers["user-agent"] = USER_AGENT
-        request = httpx.Request(
-            "POST",
-            self.url,
-            content=message.body,
-            headers=headers,
-            extensions={"timeout": self._timeouts},
-        )
-        transport = next(self._next)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await transport.handle_async_request(request)
-                try:
-                    text = (await response.aread())[:200].decode(errors="replace")
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
+            async with session.post(
+                self.url, data=message.body, headers=headers, allow_redirects=False
+            ) as response:
+                # read the (small) answer in full so the connection goes back to the pool
+                answer = await response.read()
+        except TimeoutError as exc:  # aiohttp's timeout errors are TimeoutErrors too
             raise DeliveryError(f"timeout after {self.timeout_s}s: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise DeliveryError(f"network: {exc!r}") from exc
-        if 200 <= response.status_code < 300:
+        status = response.status
+        if 200 <= status < 300:
             return
         raise DeliveryError(
-            f"HTTP {response.status_code}: {text}",
-            status=response.status_code,
+            f"HTTP {status}: {answer[:200].decode(errors='replace')}",
+            status=status,
             retry_after=parse_retry_after(response.headers.get("retry-after"), self._clock()),
         )
 
     async def aclose(self) -> None:
-        for transport in self._transports:
-            await transport.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
 class MemoryDeliverer:
@@ -320,6 +309,58 @@ class _Work:
     task: asyncio.Task[None] | None = None
 
 
+class _Acks:
+    """``XACK`` batching: the acknowledgements asked for in one event-loop turn go out together.
+
+    One ``XACK`` per stream with every id of the batch, pipelined: one round trip where one per
+    order was. At most one batch is in flight; acknowledgements asked for meanwhile form the
+    next one. :meth:`ack` returns once the entry is acknowledged and raises what Redis raised
+    for its stream's ``XACK`` (the other streams' XACKs of the batch are not affected).
+    """
+
+    def __init__(self, redis: aioredis.Redis, group: str) -> None:
+        self.redis = redis
+        self.group = group
+        self._batch: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def ack(self, stream: str, entry_id: str) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.setdefault(stream, []).append((entry_id, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="relay-xack")
+        await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other acknowledgements of this loop turn join
+        while self._batch:
+            batch, self._batch = self._batch, {}
+            results: list[Any]
+            try:
+                if len(batch) == 1:
+                    [(stream, items)] = batch.items()
+                    results = [await self.redis.xack(stream, self.group, *(i for i, _ in items))]
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for stream, items in batch.items():
+                        pipe.xack(stream, self.group, *(i for i, _ in items))
+                    results = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:  # every waiter hears of it; the entries stay pending
+                results = [exc] * len(batch)
+            for items, result in zip(batch.values(), results, strict=True):
+                for _, future in items:
+                    if future.done():
+                        continue
+                    if isinstance(result, asyncio.CancelledError):
+                        future.cancel()
+                    elif isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(None)
+            if isinstance(results[0], asyncio.CancelledError):
+                raise results[0]
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -362,6 +403,7 @@ class Relay:
         self._streams: list[str] = []
         self._known_groups: set[str] = set()
         self._work: dict[tuple[str, str], _Work] = {}
+        self._acks = _Acks(redis, self.group)
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -427,6 +469,7 @@ class Relay:
         """Deliver until ``stop`` is set; in-flight requests get ``timeout_s`` to finish."""
         self._stop = stop
         upkeep = asyncio.create_task(self._upkeep_loop(stop), name="relay-upkeep")
+        wake = asyncio.create_task(self._wake_on(stop), name="relay-wake")
         try:
             await self._guard(self._discover)
             await self._guard(self._read_own_pending)
@@ -440,9 +483,10 @@ class Relay:
                 if not await self._guard(self._read_new):
                     await _wait(stop, 0.5)
         finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            for task in (upkeep, wake):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._drain(self.settings.timeout_s + 1.0)
 
     async def _guard(self, step: Callable[[], Awaitable[Any]]) -> bool:
@@ -464,14 +508,15 @@ class Relay:
             if pending:
                 await asyncio.wait(pending)
 
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        """Set ``_changed`` when ``stop`` is set, so waiting on ``_changed`` alone suffices."""
+        await stop.wait()
+        self._changed.set()
+
     async def _wait_for_slot(self, stop: asyncio.Event) -> None:
         while len(self._work) >= self.settings.concurrency and not stop.is_set():
             self._changed.clear()
-            waiter = asyncio.create_task(self._changed.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
+            await self._changed.wait()
 
     # -- streams ----------------------------------------------------------------------------
     async def _discover(self) -> None:
@@ -587,7 +632,7 @@ class Relay:
                 await _wait(self._stop, delay)
                 continue
             break
-        await self.redis.xack(work.stream, self.group, work.entry_id)
+        await self._acks.ack(work.stream, work.entry_id)
         self.metrics.delivered.inc()
         self._delivered_count += 1
         self.metrics.latency.observe(max(0.0, time.time() - message.confirmed_at / 1000))

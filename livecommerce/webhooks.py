@@ -86,10 +86,8 @@ def order_id_of(webhook_id: str) -> str:
     return webhook_id.removeprefix(ID_PREFIX)
 
 
-def _text(fields: Mapping[bytes | str, bytes | str], name: str) -> str:
+def _text(fields: Mapping[str, bytes | str], name: str) -> str:
     value = fields.get(name)
-    if value is None:
-        value = fields.get(name.encode())
     if value is None:
         raise ValidationError(name, "missing from the orders stream entry")
     return value.decode() if isinstance(value, bytes) else value
@@ -110,9 +108,11 @@ def order_message(
     fields: Mapping[bytes | str, bytes | str], *, stream_id: str = ""
 ) -> WebhookMessage:
     """Build the webhook for one orders-stream entry. Raises ValidationError if malformed."""
-    data: dict[str, object] = {name: _text(fields, name) for name in STR_FIELDS}
+    # redis-py hands over bytes keys and values: decode the keys once, not per lookup
+    named = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
+    data: dict[str, object] = {name: _text(named, name) for name in STR_FIELDS}
     for name in INT_FIELDS:
-        raw = _text(fields, name)
+        raw = _text(named, name)
         try:
             data[name] = int(raw)
         except ValueError as exc:
@@ -144,16 +144,21 @@ class Signer:
     """Signs messages with one or more ``whsec_`` secrets (all of them during rotation)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._keys = tuple(decode_secret(s) for s in secrets)
-        if not self._keys:
+        keys = tuple(decode_secret(s) for s in secrets)
+        if not keys:
             raise ValidationError("webhook_secret", "at least one whsec_ secret is required")
+        # HMAC keyed once per secret; each signature continues from a copy (RFC 2104: the
+        # key-derived inner and outer pads are the same for every message).
+        self._macs = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
 
     def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        content = msg_id.encode() + b"." + str(timestamp).encode() + b"." + body
-        return " ".join(
-            "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
-            for key in self._keys
-        )
+        content = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+        signatures = []
+        for keyed in self._macs:
+            mac = keyed.copy()
+            mac.update(content)
+            signatures.append("v1," + base64.b64encode(mac.digest()).decode())
+        return " ".join(signatures)
 
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         """The three Standard Webhooks headers (plus content-type) for one attempt.

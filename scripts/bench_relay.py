@@ -12,6 +12,10 @@ Starts its own embedded Valkey, the reference sink (``livecommerce.relay_cli sin
   latency percentiles from ``confirmed_at`` (Valkey's clock, in the outbox entry) to the sink's
   receipt time (same host, same clock).
 
+Alongside the rates it reports CPU time per order (from ``/proc``, Linux only) of the relay
+process(es) and the sink in each phase, and of the client side of the HTTP baseline: on a shared
+machine this is the steadier figure.
+
 WAITAOF is switched off for the buyers here: it delays the buyer's answer, not the outbox entry,
 and this measures the relay.
 
@@ -45,6 +49,37 @@ from livecommerce.sink import WEBHOOK_PATH
 from livecommerce.webhooks import Signer, generate_secret, order_message
 
 SHOWS = ("bench1", "bench2", "bench3", "bench4")
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds consumed so far by these processes (None without ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
+
+
+def per_order_ms(before: float | None, after: float | None, n: int) -> float | None:
+    if before is None or after is None or n <= 0:
+        return None
+    return round((after - before) * 1000 / n, 3)
+
+
+async def command_calls(redis: aioredis.Redis) -> dict[str, int]:
+    """Calls per Redis command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``)."""
+    info = await redis.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def calls_per_order(calls: dict[str, int], n: int) -> dict[str, float]:
+    """The commands issued at least once per 100 orders, per order."""
+    return {k: round(v / n, 3) for k, v in sorted(calls.items()) if v * 100 >= n}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -83,8 +118,11 @@ async def reset_sink(redis: aioredis.Redis, ks: Keyspace) -> None:
     await redis.delete(ks.sink_received, ks.sink_arrivals, ks.sink_stats)
 
 
-async def baseline_http(url: str, secret: str, n: int, concurrency: int) -> float:
-    """Signed POSTs straight to the sink with the relay's HTTP client: the HTTP ceiling."""
+async def baseline_http(url: str, secret: str, n: int, concurrency: int) -> tuple[float, float]:
+    """Signed POSTs straight to the sink with the relay's HTTP client: the HTTP ceiling.
+
+    Returns (requests/s, client CPU ms per request).
+    """
     deliverer = HttpDeliverer(url, Signer([secret]), timeout_s=30, max_connections=concurrency)
     fields = {
         "order_id": "",
@@ -109,10 +147,12 @@ async def baseline_http(url: str, secret: str, n: int, concurrency: int) -> floa
             await deliverer.deliver(order_message({**fields, "order_id": f"base.d.{i}"}))
 
     start = time.perf_counter()
+    cpu = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cpu_ms = (time.process_time() - cpu) * 1000 / n
     rate = n / (time.perf_counter() - start)
     await deliverer.aclose()
-    return rate
+    return rate, round(cpu_ms, 3)
 
 
 async def baseline_stream(redis: aioredis.Redis, ks: Keyspace, n: int, batch: int) -> float:
@@ -128,8 +168,7 @@ async def baseline_stream(redis: aioredis.Redis, ks: Keyspace, n: int, batch: in
     while done < n:
         rows = await redis.xreadgroup("base", "c", {stream: ">"}, count=batch)
         ids = [entry_id for entry_id, _ in rows[0][1]]
-        for entry_id in ids:  # one XACK per entry, as the relay does
-            await redis.xack(stream, "base", entry_id)
+        await redis.xack(stream, "base", *ids)  # one XACK per read, as the relay does when busy
         done += len(ids)
     rate = n / (time.perf_counter() - start)
     await redis.delete(stream)
@@ -225,20 +264,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             )
 
-        http_rate = await baseline_http(
+        sink_cpu = cpu_seconds([sink.pid])
+        http_rate, http_client_cpu_ms = await baseline_http(
             sink_url + WEBHOOK_PATH, secret, args.baseline, args.concurrency
         )
+        http_sink_cpu_ms = per_order_ms(sink_cpu, cpu_seconds([sink.pid]), args.baseline)
         stream_rate = await baseline_stream(redis, ks, args.baseline, 100)
         await reset_sink(redis, ks)
 
         # burst: confirmed while no relay runs, then drained
         buy_rate = await buy_many(inventory, args.burst, "b", 64)
+        await redis.config_resetstat()
         relay_started = time.monotonic()
+        relays = []
         for n in range(args.relays):
             relay_port = free_port()
             relay = spawn("relay", "--port", str(relay_port), "--consumer", f"bench{n}")
+            relays.append(relay)
             await wait_http(f"http://127.0.0.1:{relay_port}/readyz", relay)
+        relay_pids = [r.pid for r in relays]
+        # measured from readiness on: imports and startup are not per-order work (the relay
+        # may already have delivered some orders by then, which makes these figures a bit low)
+        relay_cpu, sink_cpu = cpu_seconds(relay_pids), cpu_seconds([sink.pid])
         done = await wait_received(redis, ks, args.burst, within=600)
+        relay_cpu_after, sink_cpu_after = cpu_seconds(relay_pids), cpu_seconds([sink.pid])
+        burst_calls = await command_calls(redis)
         _, stamps, _ = await latencies(redis, ks, "b")
         span_s = max(0.001, (stamps[-1] - stamps[0]) / 1000)
         burst = {
@@ -246,12 +296,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "confirm_rate_per_s": round(buy_rate),
             "relayed_per_s": round(args.burst / span_s),
             "relayed_per_s_incl_startup": round(args.burst / (done - relay_started)),
+            "relay_cpu_ms_per_order": per_order_ms(relay_cpu, relay_cpu_after, args.burst),
+            "sink_cpu_ms_per_order": per_order_ms(sink_cpu, sink_cpu_after, args.burst),
+            # relay, sink and this process's polling together
+            "redis_calls_per_order": calls_per_order(burst_calls, args.burst),
         }
         await reset_sink(redis, ks)
 
         # steady: a fixed confirm rate with the relay running
+        await redis.config_resetstat()
+        relay_cpu, sink_cpu = cpu_seconds(relay_pids), cpu_seconds([sink.pid])
+        valkey_cpu, own_cpu = cpu_seconds([valkey.pid or 0]), time.process_time()
         total, achieved = await steady(inventory, args.rate, args.seconds)
+        own_cpu_after, valkey_cpu_after = time.process_time(), cpu_seconds([valkey.pid or 0])
         await wait_received(redis, ks, total, within=120)
+        relay_cpu_after, sink_cpu_after = cpu_seconds(relay_pids), cpu_seconds([sink.pid])
+        steady_calls = await command_calls(redis)
         lat, stamps, others = await latencies(redis, ks, "s")
         steady_result = {
             "target_rate_per_s": args.rate,
@@ -265,6 +325,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "max": max(lat),
             },
             "late_burst_redeliveries": others,
+            "relay_cpu_ms_per_order": per_order_ms(relay_cpu, relay_cpu_after, total),
+            "sink_cpu_ms_per_order": per_order_ms(sink_cpu, sink_cpu_after, total),
+            # the load generator shares the machine: buying costs CPU here and in Valkey
+            "buyer_cpu_ms_per_order": per_order_ms(0.0, own_cpu_after - own_cpu, total),
+            "valkey_cpu_ms_per_order": per_order_ms(valkey_cpu, valkey_cpu_after, total),
+            # buying (evalsha), relay, sink and this process's polling together
+            "redis_calls_per_order": calls_per_order(steady_calls, total),
         }
         stats = await sink_mod.stats(redis, ks)
         return {
@@ -273,6 +340,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "relay_concurrency": args.concurrency,
             "baseline": {
                 "http_posts_per_s": round(http_rate),
+                "http_client_cpu_ms_per_post": http_client_cpu_ms,
+                "http_sink_cpu_ms_per_post": http_sink_cpu_ms,
                 "redis_xreadgroup_xack_per_s": round(stream_rate),
             },
             "burst": burst,

@@ -1,4 +1,4 @@
-"""The relay against a real Valkey, with the in-memory deliverer (and httpx's mock transport)."""
+"""The relay against a real Valkey, with the in-memory deliverer (and real HTTP on loopback)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
+from gateway_helpers import free_port
+from http_helpers import http_server, silent_server
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ResponseError
 from standardwebhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from livecommerce import deadletters
 from livecommerce.config import RelaySettings, Secret, Settings
@@ -24,6 +30,7 @@ from livecommerce.relay import (
     HttpDeliverer,
     MemoryDeliverer,
     Relay,
+    _Acks,
     backoff_delay,
     parse_retry_after,
     server_relay,
@@ -164,6 +171,34 @@ async def test_delivers_every_order_of_every_show_once_and_acknowledges(
     # per show, first attempts go out in stream order
     s1 = [m.order_id for m in sink.delivered if m.show == "s1"]
     assert s1 == [f"s1.d1.{n}" for n in range(10)]
+
+
+async def test_acknowledgements_of_one_loop_turn_go_out_together(
+    redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    """Concurrent XACKs on several streams complete; a failed XACK reaches the waiters of its
+    stream only (those entries stay pending: delivered again, never lost)."""
+    ids: dict[str, list[str]] = {}
+    for show in ("s1", "s2"):
+        await add_show(redis, keyspace, show)
+        for n in range(5):
+            await add_order(redis, keyspace, show, n)
+        rows = await redis.xreadgroup(GROUP, "c1", {keyspace.orders(show): ">"})
+        ids[show] = [_text(entry_id) for entry_id, _ in rows[0][1]]
+    acks = _Acks(redis, GROUP)
+    await asyncio.gather(
+        *(acks.ack(keyspace.orders(show), i) for show in ("s1", "s2") for i in ids[show][:3])
+    )
+    assert await pending(redis, keyspace, "s1") == 2 and await pending(redis, keyspace, "s2") == 2
+
+    await redis.set(keyspace.orders("broken"), "not a stream")
+    results = await asyncio.gather(
+        acks.ack(keyspace.orders("s1"), ids["s1"][3]),
+        acks.ack(keyspace.orders("broken"), "1-0"),
+        return_exceptions=True,
+    )
+    assert results[0] is None and isinstance(results[1], ResponseError)  # per stream
+    assert await pending(redis, keyspace, "s1") == 1
 
 
 async def test_failed_attempts_are_retried_until_delivered(
@@ -320,90 +355,83 @@ async def test_trim_only_below_what_every_group_acknowledged(
     assert sample(relay, "livecommerce_relay_lag") == 0
 
 
-# -- HTTP transport ------------------------------------------------------------------------------
+# -- HTTP transport (a real server on loopback) --------------------------------------------------
+ORDER_ENTRY = {
+    "order_id": "s.d.1",
+    "show": "s",
+    "drop": "d",
+    "sku": "k",
+    "title": "t",
+    "viewer": "v",
+    "quantity": "1",
+    "unit_price": "5",
+    "amount": "5",
+    "currency": "EUR",
+    "payment_reference": "p",
+    "hold": "",
+    "request_id": "r",
+    "confirmed_at": "1",
+}
+
+
 async def test_http_deliverer_signs_and_maps_statuses() -> None:
     secret = generate_secret()
     seen: list[dict[str, object]] = []
+    peers: set[object] = set()
     replies = iter(
         [
-            httpx.Response(204),
-            httpx.Response(503, headers={"retry-after": "3"}, text="busy"),
-            httpx.Response(410),
+            Response(status_code=204),
+            Response("busy", status_code=503, headers={"retry-after": "3"}),
+            Response(status_code=307, headers={"location": "/elsewhere"}),
+            Response(status_code=410),
         ]
     )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(Webhook(secret).verify(request.content, dict(request.headers)))
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        seen.append(Webhook(secret).verify(body, dict(request.headers)))
+        assert request.headers["user-agent"] == "livecommerce-relay"
+        peers.add(request.client)
         return next(replies)
 
-    deliverer = HttpDeliverer(
-        "http://backend.invalid/hook",
-        Signer([secret]),
-        timeout_s=1,
-        transport=httpx.MockTransport(handler),
-    )
-    entry = {
-        "order_id": "s.d.1",
-        "show": "s",
-        "drop": "d",
-        "sku": "k",
-        "title": "t",
-        "viewer": "v",
-        "quantity": "1",
-        "unit_price": "5",
-        "amount": "5",
-        "currency": "EUR",
-        "payment_reference": "p",
-        "hold": "",
-        "request_id": "r",
-        "confirmed_at": "1",
-    }
-    message = order_message(entry)
-    await deliverer.deliver(message)
-    with pytest.raises(DeliveryError) as busy:
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with http_server(app) as url:
+        deliverer = HttpDeliverer(url + "/hook", Signer([secret]), timeout_s=5)
+        message = order_message(ORDER_ENTRY)
         await deliverer.deliver(message)
-    assert busy.value.status == 503 and busy.value.retry_after == 3 and not busy.value.gone
-    with pytest.raises(DeliveryError) as gone:
-        await deliverer.deliver(message)
-    assert gone.value.gone
-    assert len(seen) == 3 and all(s == seen[0] for s in seen)
-    await deliverer.aclose()
+        with pytest.raises(DeliveryError) as busy:
+            await deliverer.deliver(message)
+        assert busy.value.status == 503 and busy.value.retry_after == 3 and not busy.value.gone
+        assert "busy" in str(busy.value)
+        with pytest.raises(DeliveryError) as moved:  # redirects are not followed: not a 2xx
+            await deliverer.deliver(message)
+        assert moved.value.status == 307 and not moved.value.gone
+        with pytest.raises(DeliveryError) as gone:
+            await deliverer.deliver(message)
+        assert gone.value.gone
+        await deliverer.aclose()
+    assert len(seen) == 4 and all(s == seen[0] for s in seen)
+    assert len(peers) == 1  # one keep-alive connection for the sequential requests
 
 
 async def test_http_deliverer_translates_timeouts_and_network_errors() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/slow":
-            raise httpx.ReadTimeout("slow", request=request)
-        raise httpx.ConnectError("refused", request=request)
-
-    transport = httpx.MockTransport(handler)
-    message = order_message(
-        {
-            "order_id": "s.d.1",
-            "show": "s",
-            "drop": "d",
-            "sku": "k",
-            "title": "t",
-            "viewer": "v",
-            "quantity": "1",
-            "unit_price": "5",
-            "amount": "5",
-            "currency": "EUR",
-            "payment_reference": "p",
-            "hold": "",
-            "request_id": "r",
-            "confirmed_at": "1",
-        }
-    )
+    message = order_message(ORDER_ENTRY)
     signer = Signer([generate_secret()])
-    slow = HttpDeliverer("http://x.invalid/slow", signer, timeout_s=1, transport=transport)
-    with pytest.raises(DeliveryError, match="timeout") as exc:
-        await slow.deliver(message)
-    assert exc.value.status is None
-    down = HttpDeliverer("http://x.invalid/down", signer, timeout_s=1, transport=transport)
-    with pytest.raises(DeliveryError, match="network"):
+    async with silent_server() as url:
+        slow = HttpDeliverer(url + "/slow", signer, timeout_s=0.2)
+        with pytest.raises(DeliveryError, match="timeout") as exc:
+            await slow.deliver(message)
+        assert exc.value.status is None
+        await slow.aclose()
+    down = HttpDeliverer(f"http://127.0.0.1:{free_port()}/down", signer, timeout_s=5)
+    with pytest.raises(DeliveryError, match="network") as refused:
         await down.deliver(message)
-    await transport.aclose()
+    assert refused.value.status is None
+    await down.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _true(value: bool) -> bool:

@@ -1,4 +1,5 @@
-"""The reference sink (in-process, over httpx's ASGI transport) and the end-to-end audit."""
+"""The reference sink (in-process, over httpx's ASGI transport) and the end-to-end audit
+(relay -> sink over real HTTP on loopback)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from http_helpers import http_server
 from prometheus_client import CollectorRegistry
 
 from livecommerce import sink as sink_mod
@@ -151,12 +153,18 @@ async def test_end_to_end_audit_with_the_inventory(
     if fail_first:  # the backend fails a while first: retries, then everything arrives once
         await set_fail_mode(redis, keyspace, FailMode.ERROR, times=15)
     app = create_app(redis, keyspace, [secret])
-    deliverer = HttpDeliverer(
-        f"http://sink{WEBHOOK_PATH}",
-        Signer([secret]),
-        timeout_s=5,
-        transport=httpx.ASGITransport(app=app),
-    )
+    async with http_server(app) as url:
+        deliverer = HttpDeliverer(url + WEBHOOK_PATH, Signer([secret]), timeout_s=5)
+        confirmed = await _relay_bought_orders(redis, keyspace, inventory, deliverer)
+    report = await audit(redis, keyspace)
+    assert report.ok, report.as_dict()
+    assert report.confirmed == report.received == confirmed
+    assert report.in_stream <= confirmed  # acknowledged orders may have been trimmed already
+
+
+async def _relay_bought_orders(
+    redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory, deliverer: HttpDeliverer
+) -> int:
     relay_settings = RelaySettings(
         backoff_base_s=0.001,
         backoff_max_s=0.01,
@@ -178,10 +186,7 @@ async def test_end_to_end_audit_with_the_inventory(
         await _until(lambda: _received(redis, keyspace, confirmed))
     finally:
         await relay.stop()
-    report = await audit(redis, keyspace)
-    assert report.ok, report.as_dict()
-    assert report.confirmed == report.received == confirmed
-    assert report.in_stream <= confirmed  # acknowledged orders may have been trimmed already
+    return confirmed
 
 
 async def _received(redis: aioredis.Redis, keyspace: Keyspace, n: int) -> bool:
