@@ -126,7 +126,7 @@ class ScriptRunner:
                     raise
 
     async def _execute(self, batch: list[Call]) -> None:
-        if self.cluster and len(batch) > 1:
+        if self.cluster:
             results = await asyncio.gather(
                 *(self._single(script, keys, args) for script, keys, args, _ in batch),
                 return_exceptions=True,
