@@ -37,10 +37,17 @@ from livecommerce.errors import (
     ValidationError,
 )
 from livecommerce.hostkeys import HostKey, HostKeys
-from livecommerce.inventory import MAX_QUANTITY, MAX_STOCK, MAX_TEXT, DropKind, DropSpec
+from livecommerce.inventory import (
+    MAX_QUANTITY,
+    MAX_STOCK,
+    MAX_TEXT,
+    DropKind,
+    DropSpec,
+    check_text,
+)
 from livecommerce.keys import valid_id
 from livecommerce.problems import MalformedBody, from_error, problem
-from livecommerce.products import Catalog, check_prices, check_text, check_url
+from livecommerce.products import Catalog, check_prices, check_url
 from livecommerce.services import Services
 
 log = logging.getLogger("livecommerce.hostapi")

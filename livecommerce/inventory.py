@@ -185,10 +185,10 @@ class DropSpec:
 
     def validated(self) -> DropSpec:
         _check_id("id", self.id)
-        _check_text("sku", self.sku, 64, required=True)
-        _check_text("title", self.title, MAX_TEXT, required=True)
-        _check_text("description", self.description, MAX_DESCRIPTION)
-        _check_text("image_url", self.image_url, 2048)
+        check_text("sku", self.sku, 64, required=True)
+        check_text("title", self.title, MAX_TEXT, required=True)
+        check_text("description", self.description, MAX_DESCRIPTION)
+        check_text("image_url", self.image_url, 2048)
         _check_int("quantity", self.quantity, 1, MAX_STOCK)
         _check_int("limit", self.limit, 1, MAX_QUANTITY)
         for name in ("opens_at", "closes_at", "duration_ms"):
@@ -219,13 +219,15 @@ def _check_id(name: str, value: object) -> str:
     return str(value)
 
 
-def _check_text(name: str, value: object, max_len: int, *, required: bool = False) -> None:
+def check_text(name: str, value: object, max_len: int, *, required: bool = False) -> str:
+    """``value`` if it is a string of at most ``max_len`` characters (non-blank if required)."""
     if not isinstance(value, str):
         raise ValidationError(name, "expected a string")
     if required and not value.strip():
         raise ValidationError(name, "must not be empty")
     if len(value) > max_len:
         raise ValidationError(name, f"at most {max_len} characters")
+    return value
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
@@ -326,9 +328,9 @@ class Inventory:
         self, show: str, *, title: str, host: str = "", video_url: str = ""
     ) -> dict[str, Any]:
         _check_id("id", show)
-        _check_text("title", title, MAX_TEXT, required=True)
-        _check_text("host", host, 64)
-        _check_text("video_url", video_url, 2048)
+        check_text("title", title, MAX_TEXT, required=True)
+        check_text("host", host, 64)
+        check_text("video_url", video_url, 2048)
         record = await self._show_update(
             show, "create", {"id": show, "title": title, "host": host, "video_url": video_url}
         )
@@ -348,10 +350,10 @@ class Inventory:
                           video_url: str | None = None) -> dict[str, Any]:  # fmt: skip
         fields: dict[str, str] = {}
         if title is not None:
-            _check_text("title", title, MAX_TEXT, required=True)
+            check_text("title", title, MAX_TEXT, required=True)
             fields["title"] = title
         if video_url is not None:
-            _check_text("video_url", video_url, 2048)
+            check_text("video_url", video_url, 2048)
             fields["video_url"] = video_url
         return await self._show_update(_check_id("id", show), "update", fields)
 
@@ -556,7 +558,7 @@ class Inventory:
             not isinstance(currency, str) or not CURRENCY.fullmatch(currency)
         ):
             raise ValidationError("currency", "an ISO 4217 code like EUR")
-        _check_text("payment_reference", payment_reference, 128)
+        check_text("payment_reference", payment_reference, 128)
         if not valid_id(drop):
             return Outcome(ok=False, now_ms=0, reason=Reason.UNKNOWN_DROP)
         if (
@@ -639,7 +641,7 @@ class Inventory:
         """Turn a live hold into an order (and its outbox entry). Idempotent per hold."""
         _check_id("show", show)
         _check_id("viewer", viewer)
-        _check_text("payment_reference", payment_reference, 128)
+        check_text("payment_reference", payment_reference, 128)
         drop, n = parse_hold_id(hold_id)
         raw = await self._drop_call("hold_confirm", show, drop, n, viewer, payment_reference)
         return await self._durable(Outcome.parse(raw))

@@ -23,22 +23,12 @@ from livecommerce.errors import (
     StoreError,
     ValidationError,
 )
-from livecommerce.inventory import CURRENCY, MAX_DESCRIPTION, MAX_PRICE, MAX_TEXT
+from livecommerce.inventory import CURRENCY, MAX_DESCRIPTION, MAX_PRICE, MAX_TEXT, check_text
 from livecommerce.keys import Keyspace, valid_id
 
 MAX_URL = 2048
 MAX_CURRENCIES = 20
 EDITABLE = ("title", "description", "image_url", "prices")
-
-
-def check_text(name: str, value: object, max_len: int, *, required: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(name, "expected a string")
-    if required and not value.strip():
-        raise ValidationError(name, "must not be empty")
-    if len(value) > max_len:
-        raise ValidationError(name, f"at most {max_len} characters")
-    return value
 
 
 def check_url(name: str, value: object) -> str:

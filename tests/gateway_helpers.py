@@ -70,14 +70,8 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def serve(cfg: Settings, redis_url: str, keyspace: Keyspace) -> AsyncIterator[Running]:
-    app = create_app(cfg, redis_url=redis_url, keyspace=keyspace)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-        ws_max_size=cfg.gateway.max_frame_bytes, ws_per_message_deflate=False,
-        timeout_graceful_shutdown=2,
-    )  # fmt: skip
+async def running_server(config: uvicorn.Config) -> AsyncIterator[Server]:
+    """An in-process uvicorn for the block: started (listening) on entry, stopped on exit."""
     server = Server(config)
     task = asyncio.create_task(server.serve())
     ready = asyncio.create_task(server.ready.wait())
@@ -87,10 +81,23 @@ async def serve(cfg: Settings, redis_url: str, keyspace: Keyspace) -> AsyncItera
         await task
         raise RuntimeError("server did not start")
     try:
-        yield Running(app, server, port)
+        yield server
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serve(cfg: Settings, redis_url: str, keyspace: Keyspace) -> AsyncIterator[Running]:
+    app = create_app(cfg, redis_url=redis_url, keyspace=keyspace)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
+        ws_max_size=cfg.gateway.max_frame_bytes, ws_per_message_deflate=False,
+        timeout_graceful_shutdown=2,
+    )  # fmt: skip
+    async with running_server(config) as server:
+        yield Running(app, server, port)
 
 
 def drop(ident: str = "d1", **kw: Any) -> DropSpec:

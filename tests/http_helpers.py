@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import uvicorn
-from gateway_helpers import Server, free_port
+from gateway_helpers import free_port, running_server
 from starlette.types import ASGIApp
 
 
@@ -19,19 +19,8 @@ async def http_server(app: ASGIApp) -> AsyncIterator[str]:
         app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False,
         timeout_graceful_shutdown=2,
     )  # fmt: skip
-    server = Server(config)
-    task = asyncio.create_task(server.serve())
-    ready = asyncio.create_task(server.ready.wait())
-    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        await task
-        raise RuntimeError("server did not start")
-    try:
+    async with running_server(config):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @contextlib.asynccontextmanager
