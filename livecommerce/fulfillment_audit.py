@@ -21,12 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from livecommerce import deadletters
+from livecommerce.deadletters import text
 from livecommerce.keys import Keyspace
 from livecommerce.webhooks import order_id_of
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -70,27 +67,27 @@ class AuditReport:
 async def confirmed_orders(redis: aioredis.Redis, keyspace: Keyspace) -> set[str]:
     out: set[str] = set()
     for show_raw in await redis.zrange(keyspace.shows, 0, -1):
-        show = _s(show_raw)
+        show = text(show_raw)
         for drop_raw in await redis.zrange(keyspace.drops(show), 0, -1):
-            index = keyspace.drop(show, _s(drop_raw)).orders_index
-            out.update(_s(k) for k in await redis.hkeys(index))
+            index = keyspace.drop(show, text(drop_raw)).orders_index
+            out.update(text(k) for k in await redis.hkeys(index))
     return out
 
 
 async def streamed_orders(redis: aioredis.Redis, keyspace: Keyspace) -> set[str]:
     out: set[str] = set()
     for show_raw in await redis.zrange(keyspace.shows, 0, -1):
-        stream = keyspace.orders(_s(show_raw))
+        stream = keyspace.orders(text(show_raw))
         start = "-"
         while True:
             rows: Any = await redis.xrange(stream, min=start, max="+", count=1000)
             for _entry_id, fields in rows:
                 value = fields.get(b"order_id", fields.get("order_id"))
                 if value is not None:
-                    out.add(_s(value))
+                    out.add(text(value))
             if len(rows) < 1000:
                 break
-            start = "(" + _s(rows[-1][0])
+            start = "(" + text(rows[-1][0])
     return out
 
 
@@ -98,7 +95,7 @@ async def audit(redis: aioredis.Redis, keyspace: Keyspace) -> AuditReport:
     """Compare the three records; see the module docstring for what ``ok`` means."""
     confirmed = await confirmed_orders(redis, keyspace)
     streamed = await streamed_orders(redis, keyspace)
-    received = {order_id_of(_s(k)) for k in await redis.hkeys(keyspace.sink_received)}
+    received = {order_id_of(text(k)) for k in await redis.hkeys(keyspace.sink_received)}
     dead: set[str] = set()
     start = "-"
     while True:
