@@ -110,6 +110,19 @@ def next_id(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
+KEEP_RECENT = 50
+"""Acknowledged orders the trim leaves in each orders stream: the dashboard's "Confirmed orders"
+feed shows the newest ones, so it agrees with the sales tiles after delivery too."""
+
+
+def keep_floor(floor: str, newest: list[str], keep: int) -> str | None:
+    """``floor`` lowered so the ``keep`` newest ids (``newest``, newest first) stay; None when
+    the stream holds no more than ``keep`` entries (nothing to trim)."""
+    if len(newest) < keep:
+        return None
+    return min(floor, newest[-1], key=parse_id)
+
+
 @dataclass(frozen=True)
 class GroupPosition:
     """What one consumer group on a stream still needs: its PEL and last delivered id."""
@@ -388,8 +401,10 @@ class Relay:
         rand: Callable[[], float] = random.random,
         block_ms: int = 500,
         url: str = "",
+        keep_recent: int = KEEP_RECENT,
     ) -> None:
         self.redis = redis
+        self.keep_recent = keep_recent
         self.keys = keyspace
         self.settings = settings
         self.deliverer = deliverer
@@ -771,11 +786,16 @@ class Relay:
         return out
 
     async def trim(self) -> int:
-        """Trim every orders stream below what all its consumer groups acknowledged."""
+        """Trim every orders stream below what all its consumer groups acknowledged, keeping
+        the newest ``keep_recent`` entries (the host dashboard's order feed reads them)."""
         removed = 0
         for stream in list(self._streams):
             try:
                 floor = trim_floor(await self._positions(stream))
+                if floor is not None and self.keep_recent > 0:
+                    newest: Any = await self.redis.xrevrange(stream, count=self.keep_recent)
+                    floor = keep_floor(floor, [_s(entry_id) for entry_id, _ in newest],
+                                       self.keep_recent)  # fmt: skip
             except ResponseError:
                 continue  # the stream vanished
             if floor is not None:

@@ -17,6 +17,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from browser_helpers import Running, serve
@@ -164,6 +165,49 @@ async def test_drop_buy_sold_out_in_real_browsers(
             await expect(panel.get_by_test_id("stat-conversion")).to_have_text("100.0 %")
             await shot(ben, "08-viewer2-bought-after-restock")
             await shot(panel, "09-panel-two-orders")
+
+            # -- a fresh panel: the order feed agrees with the tiles from the first render ------
+            await panel.reload()
+            await expect(panel.get_by_test_id("stat-orders")).to_have_text("2")
+            await expect(panel.get_by_test_id("order")).to_have_count(2)
+            await expect(panel.get_by_test_id("order-feed")).not_to_contain_text("No order yet")
+
+            # -- a second product priced in EUR and USD, dropped as a 2 min 30 s offer --------
+            async with httpx.AsyncClient(base_url=base) as http:
+                created = await http.post("/api/products", json={
+                    "sku": "e2e-cap", "title": "E2E cap", "prices": {"EUR": 1900, "USD": 2100},
+                }, headers={"Authorization": f"Bearer {host_key}"})  # fmt: skip
+                assert created.status_code == 201, created.text
+            await panel.reload()
+            cap_row = panel.get_by_test_id("product-e2e-cap")
+            await expect(cap_row.get_by_test_id("drop-duration")).to_contain_text("Offer length")
+            await expect(cap_row.get_by_test_id("drop-opens-in")).to_contain_text("Opens in")
+            await cap_row.get_by_test_id("drop-duration-min").fill("2")
+            await cap_row.get_by_test_id("drop-duration-s").fill("30")
+            await cap_row.get_by_test_id("drop-button").click()
+            cap_drop = panel.locator("tr[data-testid^=drop-]", has_text="E2E cap")
+            await expect(cap_drop.get_by_test_id("drop-status")).to_have_text("open")
+            await expect(cap_drop).to_contain_text(re.compile(r"ends in 2:[0-2]\d"))
+
+            # -- the earlier drop is still open: both are one tap apart, the newest first ------
+            sneaker_drop = panel.locator("tr[data-testid^=drop-]", has_text="E2E sneaker")
+            await sneaker_drop.get_by_test_id("restock").click()  # sneaker back on sale
+            tabs = ben.get_by_test_id("drop-tab")
+            await expect(tabs).to_have_count(2)
+            await expect(tabs.first).to_have_text("E2E cap")
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E cap")
+            # en-US viewer, show priced in EUR: the show's currency, not the locale's
+            await expect(ben.get_by_test_id("price")).to_have_text("€19.00")
+            await tabs.nth(1).click()
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E sneaker")
+            await tabs.first.click()
+            await ben.get_by_test_id("currency").select_option("USD")
+            await expect(ben.get_by_test_id("price")).to_have_text("$21.00")
+            await ben.reload()  # the choice is remembered
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E cap")
+            await expect(ben.get_by_test_id("price")).to_have_text("$21.00")
+            await shot(ben, "10-viewer2-two-open-drops")
+            await shot(panel, "11-panel-offer-form")
             for page in (ana, ben, panel):
                 await page.context.close()
         finally:
