@@ -33,7 +33,7 @@ from livecommerce.codec import Encoding, decode, encode
 from livecommerce.errors import LivecommerceError, ProtocolError
 from livecommerce.protocol import RECONNECTABLE
 
-EVENT_REPLY_TYPES = frozenset({"result", "pong"})
+EVENT_REPLY_TYPES = frozenset({"result", "pong", "chat_ack", "moderated"})
 
 
 class ClientClosed(LivecommerceError):
@@ -259,6 +259,23 @@ class Client:
 
     async def ping(self) -> dict[str, Any]:
         return await self.request({"type": "ping"})
+
+    async def chat(self, text: str, *, question: bool = False,
+                   request_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Post a chat message; returns ``chat_ack`` or the ``error`` refusing it."""
+        msg: dict[str, Any] = {"type": "chat", "text": text, "question": question}
+        return await self.request(_opt(msg, id=request_id))
+
+    async def react(self, reaction: str, count: int = 1) -> None:
+        """Send taps (no reply: they come back summed in ``reactions`` messages)."""
+        assert self._ws is not None
+        await self._ws.send(encode(self.encoding, {"type": "react", "reaction": reaction,
+                                                   "count": count}))  # fmt: skip
+
+    async def moderate(self, action: str, **fields: Any) -> dict[str, Any]:
+        """A moderator's ``delete`` (message=...), ``mute`` (viewer=..., duration_s=...) or
+        ``unmute`` (viewer=...); returns ``moderated`` or the ``error``."""
+        return await self.request({"type": "moderate", "action": action, **fields})
 
 
 def _opt(message: dict[str, Any], **optional: Any) -> dict[str, Any]:

@@ -688,6 +688,8 @@ async def _live_stream(
 
 
 # -- the route table ----------------------------------------------------------------------------
+from livecommerce import api_chat  # noqa: E402 - its handlers use the helpers above
+
 PRODUCT_FIELDS = ("sku", "title", "description", "image_url", "prices")
 DROP_FIELDS = (
     "id", "sku", "kind", "quantity", "limit", "opens_at", "opens_in_ms", "closes_at",
@@ -754,6 +756,7 @@ OPERATIONS: tuple[Operation, ...] = (
               fields=("closes_at", "closes_in_ms", "extend_ms"), response="Drop"),
     Operation("GET", D + "/stats", get_drop_stats, "getDropStats", "Live stats of one drop",
               "stats", response="DropStats"),
+    *api_chat.OPERATIONS,
 )  # fmt: skip
 
 

@@ -416,6 +416,9 @@ class Hub:
         self.topics: dict[str, Topic] = {}
         self._lock = asyncio.Lock()
         self.on_lost: Callable[[], None] | None = None
+        self.handlers: dict[str, Callable[[Topic, dict[str, Any]], None]] = {}
+        """Message types this process consumes itself instead of relaying to viewers
+        (``reaction_tally``: summed by :mod:`livecommerce.engagement`)."""
 
     async def start(self) -> None:
         await self.broker.start(self.dispatch, self._lost)
@@ -485,6 +488,10 @@ class Hub:
             kind = message["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("undecodable message on show %s", show)
+            return
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
+        if handler is not None:
+            handler(topic, message)
             return
         data = message.get("data")
         if kind == "stock":
