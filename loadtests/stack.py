@@ -27,10 +27,10 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
-from livecommerce.embedded import EmbeddedValkey, free_port
-from livecommerce.hostkeys import HostKeys
-from livecommerce.keys import Keyspace
-from livecommerce.webhooks import generate_secret
+from livecommerce.fulfillment.webhooks import generate_secret
+from livecommerce.store.embedded import EmbeddedValkey, free_port
+from livecommerce.store.keys import Keyspace
+from livecommerce.web.hostkeys import HostKeys
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -123,11 +123,11 @@ class LocalStack:
             self.host_key = asyncio.run(self._create_host_key())
             sink = self._spawn(
                 "sink",
-                ["-m", "livecommerce.relay_cli", "sink", "--port", str(self.sink_port)],
+                ["-m", "livecommerce.ops.cli_fulfillment", "sink", "--port", str(self.sink_port)],
             )
             wait_http(f"http://127.0.0.1:{self.sink_port}/livez", READY_TIMEOUT_S, sink)
             if self.with_relay:
-                self._spawn("relay", ["-m", "livecommerce.relay_cli", "relay"])
+                self._spawn("relay", ["-m", "livecommerce.ops.cli_fulfillment", "relay"])
             server = self._spawn(
                 "server",
                 ["-m", "livecommerce", "serve", "--host", "127.0.0.1", "--port", str(self.port),

@@ -11,7 +11,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
-from livecommerce import config
+from livecommerce.core import config
 
 HEADER = """# Configuration
 

@@ -17,12 +17,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from livecommerce import hostapi
-from livecommerce.config import Settings
-from livecommerce.embedded import free_port
-from livecommerce.inventory import Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.services import Services
+from livecommerce.core.config import Settings
+from livecommerce.store.embedded import free_port
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
+from livecommerce.store.services import Services
+from livecommerce.web import hostapi
 
 
 @dataclass

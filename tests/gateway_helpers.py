@@ -12,11 +12,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from livecommerce.app import create_app
-from livecommerce.config import GatewaySettings, InventorySettings, Secret, Settings
-from livecommerce.gateway import Gateway
-from livecommerce.inventory import DropSpec
-from livecommerce.keys import Keyspace
+from livecommerce.core.config import GatewaySettings, InventorySettings, Secret, Settings
+from livecommerce.ops.app import create_app
+from livecommerce.realtime.gateway import Gateway
+from livecommerce.store.inventory import DropSpec
+from livecommerce.store.keys import Keyspace
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 

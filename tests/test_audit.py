@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import audit as audit_module
-from livecommerce import config
-from livecommerce.audit import AuditReport, audit, audit_drop
-from livecommerce.inventory import DropSpec, Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.scripts import read_source
+from livecommerce.core import config
+from livecommerce.store import audit as audit_module
+from livecommerce.store.audit import AuditReport, audit, audit_drop
+from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.keys import Keyspace
+from livecommerce.store.scriptrunner import read_source
 
 SHOW = "show1"
 

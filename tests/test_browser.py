@@ -21,11 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from browser_helpers import Running, serve
 
-from livecommerce import tokens
-from livecommerce.app import create_app
-from livecommerce.config import GatewaySettings, Secret, Settings
-from livecommerce.hostkeys import HostKeys
-from livecommerce.keys import Keyspace
+from livecommerce.core.config import GatewaySettings, Secret, Settings
+from livecommerce.ops.app import create_app
+from livecommerce.realtime import tokens
+from livecommerce.store.keys import Keyspace
+from livecommerce.web.hostkeys import HostKeys
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"

@@ -13,10 +13,10 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from livecommerce.config import load
-from livecommerce.embedded import EmbeddedValkey
-from livecommerce.inventory import DropSpec, Inventory, Reason
-from livecommerce.keys import Keyspace
+from livecommerce.core.config import load
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.inventory import DropSpec, Inventory, Reason
+from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow
 

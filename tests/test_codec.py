@@ -5,7 +5,8 @@ import pytest
 from websockets.frames import Frame as WSFrame
 from websockets.frames import Opcode as WSOpcode
 
-from livecommerce.codec import (
+from livecommerce.core.errors import ProtocolError
+from livecommerce.realtime.codec import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
     Encoding,
@@ -15,7 +16,6 @@ from livecommerce.codec import (
     negotiate,
     parse_event_id,
 )
-from livecommerce.errors import ProtocolError
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))

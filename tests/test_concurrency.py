@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import config
-from livecommerce.audit import audit
-from livecommerce.inventory import DropSpec, Inventory, Outcome
-from livecommerce.keys import Keyspace
+from livecommerce.core import config
+from livecommerce.store.audit import audit
+from livecommerce.store.inventory import DropSpec, Inventory, Outcome
+from livecommerce.store.keys import Keyspace
 
 SHOW = "bigshow"
 DROPS = {"d1": 120, "d2": 40}

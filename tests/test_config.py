@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from livecommerce.config import Secret, load
-from livecommerce.errors import ConfigError
+from livecommerce.core.config import Secret, load
+from livecommerce.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

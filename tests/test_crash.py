@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import config
-from livecommerce.audit import audit
-from livecommerce.embedded import EmbeddedValkey
-from livecommerce.errors import StoreError
-from livecommerce.inventory import DropSpec, Inventory, Outcome
-from livecommerce.keys import Keyspace
+from livecommerce.core import config
+from livecommerce.core.errors import StoreError
+from livecommerce.store.audit import audit
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.inventory import DropSpec, Inventory, Outcome
+from livecommerce.store.keys import Keyspace
 
 SHOW = "crash"
 KEYS = Keyspace("lc")

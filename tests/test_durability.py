@@ -9,11 +9,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from livecommerce.config import load
-from livecommerce.durability import AofBarrier
-from livecommerce.embedded import EmbeddedValkey
-from livecommerce.inventory import DropSpec, Inventory
-from livecommerce.keys import Keyspace
+from livecommerce.core.config import load
+from livecommerce.store.durability import AofBarrier
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.keys import Keyspace
 
 
 async def test_the_barrier_covers_writes_made_on_other_connections(tmp_path: Path) -> None:

@@ -13,11 +13,17 @@ from gateway_helpers import SECRET, Running, drop, serve, settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from livecommerce.client import Client, ClientClosed
-from livecommerce.codec import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Encoding, decode, encode
-from livecommerce.inventory import DropKind, Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.tokens import mint
+from livecommerce.realtime.client import Client, ClientClosed
+from livecommerce.realtime.codec import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Encoding,
+    decode,
+    encode,
+)
+from livecommerce.realtime.tokens import mint
+from livecommerce.store.inventory import DropKind, Inventory
+from livecommerce.store.keys import Keyspace
 
 ENCODINGS = [Encoding.JSON, Encoding.MSGPACK]
 

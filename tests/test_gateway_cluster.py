@@ -16,11 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 from gateway_helpers import SECRET, drop, free_port, settings
 
-from livecommerce.client import Client
-from livecommerce.codec import Encoding
-from livecommerce.inventory import Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.tokens import mint
+from livecommerce.realtime.client import Client
+from livecommerce.realtime.codec import Encoding
+from livecommerce.realtime.tokens import mint
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow
 

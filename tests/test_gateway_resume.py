@@ -11,11 +11,11 @@ from gateway_helpers import SECRET, Running, drop, serve, settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from livecommerce.client import Client
-from livecommerce.codec import SUBPROTOCOL_JSON, Encoding, decode, encode
-from livecommerce.inventory import Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.tokens import mint
+from livecommerce.realtime.client import Client
+from livecommerce.realtime.codec import SUBPROTOCOL_JSON, Encoding, decode, encode
+from livecommerce.realtime.tokens import mint
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 from browser_helpers import Running, api_app, serve
 
-from livecommerce import hostapi, tokens
-from livecommerce.config import Settings
-from livecommerce.hostkeys import HostKeys
-from livecommerce.keys import Keyspace
+from livecommerce.core.config import Settings
+from livecommerce.realtime import tokens
+from livecommerce.store.keys import Keyspace
+from livecommerce.web import hostapi
+from livecommerce.web.hostkeys import HostKeys
 
 PROBLEM = "application/problem+json"
 

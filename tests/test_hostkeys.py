@@ -10,10 +10,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import tokens
-from livecommerce.errors import AuthError, ConflictError, NotFoundError, ValidationError
-from livecommerce.hostkeys import HostKeys, digest
-from livecommerce.keys import Keyspace
+from livecommerce.core.errors import AuthError, ConflictError, NotFoundError, ValidationError
+from livecommerce.realtime import tokens
+from livecommerce.store.keys import Keyspace
+from livecommerce.web.hostkeys import HostKeys, digest
 
 
 async def test_create_stores_only_the_hash(redis: aioredis.Redis, keyspace: Keyspace) -> None:

@@ -12,9 +12,9 @@ from websockets.protocol import State as WSState
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from livecommerce.codec import Encoding, Frame
-from livecommerce.hub import Hub, MemoryBroker, Outbox
-from livecommerce.metrics import GatewayMetrics
+from livecommerce.realtime.codec import Encoding, Frame
+from livecommerce.realtime.hub import Hub, MemoryBroker, Outbox
+from livecommerce.realtime.metrics import GatewayMetrics
 
 
 class Sink:

@@ -16,11 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from livecommerce import config
-from livecommerce.audit import audit
-from livecommerce.errors import ConflictError, NotFoundError, ValidationError
-from livecommerce.inventory import DropKind, DropSpec, Inventory, Outcome, Reason
-from livecommerce.keys import Keyspace
+from livecommerce.core import config
+from livecommerce.core.errors import ConflictError, NotFoundError, ValidationError
+from livecommerce.store.audit import audit
+from livecommerce.store.inventory import DropKind, DropSpec, Inventory, Outcome, Reason
+from livecommerce.store.keys import Keyspace
 
 SHOW = "show1"
 

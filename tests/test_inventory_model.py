@@ -25,11 +25,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from livecommerce import config
-from livecommerce.audit import audit
-from livecommerce.errors import ConflictError
-from livecommerce.inventory import DropSpec, Inventory, Outcome, Reason
-from livecommerce.keys import Keyspace
+from livecommerce.core import config
+from livecommerce.core.errors import ConflictError
+from livecommerce.store.audit import audit
+from livecommerce.store.inventory import DropSpec, Inventory, Outcome, Reason
+from livecommerce.store.keys import Keyspace
 
 SHOW = "m"
 VIEWERS = ("ann", "ben", "cat")

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import config, deadletters
-from livecommerce.audit import audit
-from livecommerce.errors import ConflictError
-from livecommerce.inventory import DropSpec, Inventory, Reason
-from livecommerce.keys import Keyspace, drop_member
+from livecommerce.core import config
+from livecommerce.core.errors import ConflictError
+from livecommerce.fulfillment import deadletters
+from livecommerce.store.audit import audit
+from livecommerce.store.inventory import DropSpec, Inventory, Reason
+from livecommerce.store.keys import Keyspace, drop_member
 
 SHOW = "s1"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
-from livecommerce.keys import Keyspace
-from livecommerce.products import Catalog, check_prices
+from livecommerce.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from livecommerce.store.keys import Keyspace
+from livecommerce.web.products import Catalog, check_prices
 
 
 async def test_crud(redis: aioredis.Redis, keyspace: Keyspace) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from livecommerce.codec import Encoding, encode
-from livecommerce.inventory import Hold, Outcome, Reason
-from livecommerce.protocol import (
+from livecommerce.realtime.codec import Encoding, encode
+from livecommerce.realtime.protocol import (
     Close,
     CloseCode,
     Command,
@@ -17,7 +16,8 @@ from livecommerce.protocol import (
     TokenBucket,
     result_message,
 )
-from livecommerce.tokens import mint
+from livecommerce.realtime.tokens import mint
+from livecommerce.store.inventory import Hold, Outcome, Reason
 
 SECRET = "k" * 32
 

@@ -21,11 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from livecommerce import deadletters
-from livecommerce.config import RelaySettings, Secret, Settings
-from livecommerce.errors import ConfigError, DeliveryError
-from livecommerce.keys import Keyspace
-from livecommerce.relay import (
+from livecommerce.core.config import RelaySettings, Secret, Settings
+from livecommerce.core.errors import ConfigError, DeliveryError
+from livecommerce.fulfillment import deadletters
+from livecommerce.fulfillment.relay import (
     GroupPosition,
     HttpDeliverer,
     MemoryDeliverer,
@@ -36,7 +35,8 @@ from livecommerce.relay import (
     server_relay,
     trim_floor,
 )
-from livecommerce.webhooks import Signer, generate_secret, order_message
+from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
+from livecommerce.store.keys import Keyspace
 
 GROUP = "fulfillment"
 FAST = RelaySettings(

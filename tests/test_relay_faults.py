@@ -19,15 +19,15 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce import deadletters
-from livecommerce import sink as sink_mod
-from livecommerce.config import Settings
-from livecommerce.embedded import free_port
-from livecommerce.fulfillment_audit import audit
-from livecommerce.inventory import DropSpec, Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.sink import WEBHOOK_PATH, FailMode, set_fail_mode
-from livecommerce.webhooks import generate_secret
+from livecommerce.core.config import Settings
+from livecommerce.fulfillment import deadletters
+from livecommerce.fulfillment import sink as sink_mod
+from livecommerce.fulfillment.audit import audit
+from livecommerce.fulfillment.sink import WEBHOOK_PATH, FailMode, set_fail_mode
+from livecommerce.fulfillment.webhooks import generate_secret
+from livecommerce.store.embedded import free_port
+from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,8 @@ FAST_RELAY = {
 
 
 class Processes:
-    """Starts ``python -m livecommerce.relay_cli ...`` processes; kills leftovers at the end."""
+    """Starts ``python -m livecommerce.ops.cli_fulfillment ...`` processes; kills leftovers at the
+    end."""
 
     def __init__(self, tmp: Path, redis_url: str, ks: Keyspace, secret: str) -> None:
         self.tmp = tmp
@@ -60,7 +61,7 @@ class Processes:
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "livecommerce.relay_cli", *args],
+            [sys.executable, "-m", "livecommerce.ops.cli_fulfillment", *args],
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -276,7 +277,7 @@ async def run_cli(procs: Processes, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "livecommerce.relay_cli",
+        "livecommerce.ops.cli_fulfillment",
         *args,
         env=procs.env,
         stdout=asyncio.subprocess.PIPE,

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce.config import load
-from livecommerce.embedded import free_port
-from livecommerce.inventory import Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.sink import received_count
+from livecommerce.core.config import load
+from livecommerce.fulfillment.sink import received_count
+from livecommerce.store.embedded import free_port
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ import redis.asyncio as aioredis
 from http_helpers import http_server
 from prometheus_client import CollectorRegistry
 
-from livecommerce import sink as sink_mod
-from livecommerce.config import RelaySettings, Settings
-from livecommerce.fulfillment_audit import audit
-from livecommerce.inventory import DropSpec, Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.relay import HttpDeliverer, Relay
-from livecommerce.sink import WEBHOOK_PATH, FailMode, create_app, set_fail_mode
-from livecommerce.webhooks import Signer, generate_secret, order_message
+from livecommerce.core.config import RelaySettings, Settings
+from livecommerce.fulfillment import sink as sink_mod
+from livecommerce.fulfillment.audit import audit
+from livecommerce.fulfillment.relay import HttpDeliverer, Relay
+from livecommerce.fulfillment.sink import WEBHOOK_PATH, FailMode, create_app, set_fail_mode
+from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
+from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.keys import Keyspace
 
 ENTRY = {
     "order_id": "s1.d1.1",

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from livecommerce.errors import AuthError, ValidationError
-from livecommerce.tokens import LEEWAY_S, mint, verify
+from livecommerce.core.errors import AuthError, ValidationError
+from livecommerce.realtime.tokens import LEEWAY_S, mint, verify
 
 SECRET = "s" * 32
 

@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from livecommerce.errors import ValidationError
-from livecommerce.webhooks import (
+from livecommerce.core.errors import ValidationError
+from livecommerce.fulfillment.webhooks import (
     EVENT_TYPE,
     Signer,
     generate_secret,
