@@ -73,7 +73,8 @@ async def create_drops(redis_url: str, prefix: str, drops: list[str]) -> None:
     import redis.asyncio as aioredis
 
     from livecommerce.core import config
-    from livecommerce.store.inventory import MAX_QUANTITY, MAX_STOCK, DropSpec, Inventory
+    from livecommerce.core.model import MAX_QUANTITY, MAX_STOCK, DropSpec
+    from livecommerce.store.inventory import Inventory
     from livecommerce.store.keys import Keyspace
 
     client = aioredis.Redis.from_url(redis_url)

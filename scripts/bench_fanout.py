@@ -270,7 +270,8 @@ def run_gateway(n: int, rounds: int, workers: int, processes: int, redis_url: st
     import redis.asyncio as aioredis
 
     from livecommerce.core.config import InventorySettings, Settings
-    from livecommerce.store.inventory import DropSpec, Inventory
+    from livecommerce.core.model import DropSpec
+    from livecommerce.store.inventory import Inventory
     from livecommerce.store.keys import Keyspace
 
     prefix = f"bench{os.getpid()}{n}{processes}"

@@ -40,9 +40,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from livecommerce.core import config
+from livecommerce.core.model import MAX_QUANTITY, MAX_STOCK, DropSpec
 from livecommerce.store.audit import audit
 from livecommerce.store.embedded import EmbeddedValkey
-from livecommerce.store.inventory import MAX_QUANTITY, MAX_STOCK, DropSpec, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOW = "bench"

@@ -41,12 +41,13 @@ import orjson
 import redis.asyncio as aioredis
 
 from livecommerce.core.config import RedisSettings, Settings
+from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import sink as sink_mod
 from livecommerce.fulfillment.relay import HttpDeliverer
 from livecommerce.fulfillment.sink import WEBHOOK_PATH
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
 from livecommerce.store.embedded import EmbeddedValkey, free_port
-from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOWS = ("bench1", "bench2", "bench3", "bench4")

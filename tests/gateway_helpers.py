@@ -13,9 +13,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from livecommerce.core.config import GatewaySettings, InventorySettings, Secret, Settings
+from livecommerce.core.model import DropSpec
 from livecommerce.ops.app import create_app
 from livecommerce.realtime.gateway import Gateway
-from livecommerce.store.inventory import DropSpec
 from livecommerce.store.keys import Keyspace
 
 SECRET = "test-secret-0123456789abcdef0123456789"

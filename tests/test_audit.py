@@ -14,9 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecommerce.core import config
+from livecommerce.core.model import DropSpec
 from livecommerce.store import audit as audit_module
 from livecommerce.store.audit import AuditReport, audit, audit_drop
-from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 from livecommerce.store.scriptrunner import read_source
 

@@ -14,8 +14,9 @@ import redis
 from redis.asyncio.cluster import RedisCluster
 
 from livecommerce.core.config import load
+from livecommerce.core.model import DropSpec, Reason
 from livecommerce.store.embedded import EmbeddedValkey
-from livecommerce.store.inventory import DropSpec, Inventory, Reason
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecommerce.core import config
+from livecommerce.core.model import DropSpec, Outcome
 from livecommerce.store.audit import audit
-from livecommerce.store.inventory import DropSpec, Inventory, Outcome
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOW = "bigshow"

@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 
 from livecommerce.core import config
 from livecommerce.core.errors import StoreError
+from livecommerce.core.model import DropSpec, Outcome
 from livecommerce.store.audit import audit
 from livecommerce.store.embedded import EmbeddedValkey
-from livecommerce.store.inventory import DropSpec, Inventory, Outcome
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOW = "crash"

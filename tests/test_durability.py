@@ -10,9 +10,10 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from livecommerce.core.config import load
+from livecommerce.core.model import DropSpec
 from livecommerce.store.durability import AofBarrier
 from livecommerce.store.embedded import EmbeddedValkey
-from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 

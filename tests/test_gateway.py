@@ -13,6 +13,7 @@ from gateway_helpers import SECRET, Running, drop, serve, settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livecommerce.core.model import DropKind
 from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.realtime.codec import (
     SUBPROTOCOL_JSON,
@@ -22,7 +23,7 @@ from livecommerce.realtime.codec import (
     encode,
 )
 from livecommerce.realtime.tokens import mint
-from livecommerce.store.inventory import DropKind, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 ENCODINGS = [Encoding.JSON, Encoding.MSGPACK]

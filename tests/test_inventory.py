@@ -18,8 +18,9 @@ from redis.exceptions import ResponseError
 
 from livecommerce.core import config
 from livecommerce.core.errors import ConflictError, NotFoundError, ValidationError
+from livecommerce.core.model import DropKind, DropSpec, Outcome, Reason
 from livecommerce.store.audit import audit
-from livecommerce.store.inventory import DropKind, DropSpec, Inventory, Outcome, Reason
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOW = "show1"

@@ -27,8 +27,9 @@ from hypothesis.stateful import (
 
 from livecommerce.core import config
 from livecommerce.core.errors import ConflictError
+from livecommerce.core.model import DropSpec, Outcome, Reason
 from livecommerce.store.audit import audit
-from livecommerce.store.inventory import DropSpec, Inventory, Outcome, Reason
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOW = "m"

@@ -11,9 +11,10 @@ import redis.asyncio as aioredis
 
 from livecommerce.core import config
 from livecommerce.core.errors import ConflictError
+from livecommerce.core.model import DropSpec, Reason
 from livecommerce.fulfillment import deadletters
 from livecommerce.store.audit import audit
-from livecommerce.store.inventory import DropSpec, Inventory, Reason
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace, drop_member
 
 SHOW = "s1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from livecommerce.core.model import Hold, Outcome, Reason
 from livecommerce.realtime.codec import Encoding, encode
 from livecommerce.realtime.protocol import (
     Close,
@@ -17,7 +18,6 @@ from livecommerce.realtime.protocol import (
     result_message,
 )
 from livecommerce.realtime.tokens import mint
-from livecommerce.store.inventory import Hold, Outcome, Reason
 
 SECRET = "k" * 32
 

@@ -20,13 +20,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecommerce.core.config import Settings
+from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import deadletters
 from livecommerce.fulfillment import sink as sink_mod
 from livecommerce.fulfillment.audit import audit
 from livecommerce.fulfillment.sink import WEBHOOK_PATH, FailMode, set_fail_mode
 from livecommerce.fulfillment.webhooks import generate_secret
 from livecommerce.store.embedded import free_port
-from livecommerce.store.inventory import DropSpec, Inventory
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 
 from livecommerce.core.errors import ConflictError
+from livecommerce.core.model import DropSpec
 from livecommerce.realtime import tokens
-from livecommerce.store.inventory import DropSpec
 from livecommerce.store.services import Services
 from livecommerce.web.hostkeys import HostKeys
 from livecommerce.web.products import Catalog

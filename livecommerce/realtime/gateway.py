@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.core.errors import StoreError, ValidationError
+from livecommerce.core.model import Outcome, drop_view
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
 from livecommerce.realtime.hub import Broker, Hub, Outbox, RedisBroker
 from livecommerce.realtime.metrics import GatewayMetrics
@@ -42,7 +43,6 @@ from livecommerce.realtime.protocol import (
     error,
     result_message,
 )
-from livecommerce.store.inventory import Outcome, drop_view
 from livecommerce.store.services import Services
 
 log = logging.getLogger("livecommerce.realtime.gateway")

@@ -15,10 +15,9 @@ from enum import Enum, IntEnum, StrEnum
 from typing import Any
 
 from livecommerce.core.errors import AuthError, ProtocolError
+from livecommerce.core.model import CURRENCY, HOLD_ID, REQUEST_ID, Outcome, valid_id
 from livecommerce.realtime import tokens
 from livecommerce.realtime.codec import Encoding, decode
-from livecommerce.store.inventory import CURRENCY, HOLD_ID, REQUEST_ID, Outcome
-from livecommerce.store.keys import valid_id
 
 EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 MAX_PAYMENT_REFERENCE = 128

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 
 from livecommerce.core.errors import AuthError, ValidationError
-from livecommerce.store.keys import valid_id
+from livecommerce.core.model import valid_id
 
 ALGORITHM = "HS256"
 AUDIENCE = "livecommerce"

@@ -15,9 +15,6 @@ promises).
 from __future__ import annotations
 
 import asyncio
-import re
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -26,240 +23,25 @@ from redis.exceptions import RedisError, ResponseError
 
 from livecommerce.core.config import Settings
 from livecommerce.core.errors import ConflictError, NotFoundError, StoreError, ValidationError
+from livecommerce.core.model import (
+    CURRENCY,
+    MAX_QUANTITY,
+    MAX_STOCK,
+    MAX_TEXT,
+    REQUEST_ID,
+    DropSpec,
+    Outcome,
+    Reason,
+    check_id,
+    check_int,
+    check_text,
+    drop_view,
+    parse_hold_id,
+    valid_id,
+)
 from livecommerce.store.durability import AofBarrier
-from livecommerce.store.keys import Keyspace, drop_member, parse_drop_member, valid_id
+from livecommerce.store.keys import Keyspace, drop_member, parse_drop_member
 from livecommerce.store.scriptrunner import ScriptRunner, load_all
-
-MAX_QUANTITY = 1000
-"""Largest quantity one request may ask for (per-viewer limits are usually far lower)."""
-MAX_STOCK = 1_000_000
-MAX_PRICE = 10**9
-MAX_TEXT = 200
-MAX_DESCRIPTION = 2000
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-HOLD_ID = re.compile(r"^([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})$")
-
-
-class Reason(StrEnum):
-    NOT_OPEN = "not_open"
-    CLOSED = "closed"
-    SOLD_OUT = "sold_out"
-    INSUFFICIENT_STOCK = "insufficient_stock"
-    LIMIT_EXCEEDED = "limit_exceeded"
-    INVALID_QUANTITY = "invalid_quantity"
-    UNKNOWN_DROP = "unknown_drop"
-    UNSUPPORTED_CURRENCY = "unsupported_currency"
-    UNKNOWN_HOLD = "unknown_hold"
-    HOLD_EXPIRED = "hold_expired"
-    HOLD_CANCELLED = "hold_cancelled"
-    HOLD_CONFIRMED = "hold_confirmed"
-    REQUEST_ID_REUSED = "request_id_reused"
-
-
-class DropKind(StrEnum):
-    DROP = "drop"
-    OFFER = "offer"
-
-
-@dataclass(frozen=True)
-class Hold:
-    id: str
-    drop: str
-    viewer: str
-    quantity: int
-    expires_at: int
-    unit_price: int
-    currency: str
-    state: str
-
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> Hold:
-        return cls(
-            id=d["id"],
-            drop=d["drop"],
-            viewer=d["viewer"],
-            quantity=int(d["quantity"]),
-            expires_at=int(d["expires_at"]),
-            unit_price=int(d["unit_price"]),
-            currency=d["currency"],
-            state=d["state"],
-        )
-
-
-@dataclass(frozen=True)
-class Order:
-    id: str
-    stream_id: str
-    show: str
-    drop: str
-    sku: str
-    title: str
-    viewer: str
-    quantity: int
-    unit_price: int
-    amount: int
-    currency: str
-    payment_reference: str
-    hold: str
-    request_id: str
-    confirmed_at: int
-
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> Order:
-        return cls(
-            id=d["id"],
-            stream_id=d["stream_id"],
-            show=d["show"],
-            drop=d["drop"],
-            sku=d["sku"],
-            title=d["title"],
-            viewer=d["viewer"],
-            quantity=int(d["quantity"]),
-            unit_price=int(d["unit_price"]),
-            amount=int(d["amount"]),
-            currency=d["currency"],
-            payment_reference=d["payment_reference"],
-            hold=d["hold"],
-            request_id=d["request_id"],
-            confirmed_at=int(d["confirmed_at"]),
-        )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The result of reserve / buy_now / confirm / cancel."""
-
-    ok: bool
-    now_ms: int
-    reason: Reason | None = None
-    hold: Hold | None = None
-    order: Order | None = None
-    remaining: int | None = None
-    replay: bool = False
-    durable: bool | None = None
-    """For orders: True once the server fsynced it (WAITAOF), False if that timed out, None
-    when the server cannot tell (WAITAOF off or unsupported) and for holds and refusals."""
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, raw: bytes | str) -> Outcome:
-        d = orjson.loads(raw)
-        detail = {
-            k: v
-            for k, v in d.items()
-            if k not in ("ok", "now", "reason", "hold", "order", "remaining", "replay")
-        }
-        return cls(
-            ok=bool(d["ok"]),
-            now_ms=int(d["now"]),
-            reason=Reason(d["reason"]) if "reason" in d else None,
-            hold=Hold.from_wire(d["hold"]) if isinstance(d.get("hold"), dict) else None,
-            order=Order.from_wire(d["order"]) if isinstance(d.get("order"), dict) else None,
-            remaining=int(d["remaining"]) if "remaining" in d else None,
-            replay=bool(d.get("replay", False)),
-            detail=detail,
-        )
-
-
-@dataclass(frozen=True)
-class DropSpec:
-    """What a host asks for when putting a product on sale in a show."""
-
-    id: str
-    sku: str
-    title: str
-    quantity: int
-    limit: int
-    prices: dict[str, int]
-    currency: str = ""
-    kind: DropKind = DropKind.DROP
-    opens_at: int = 0
-    """Absolute ms on the server clock; 0 = now."""
-    closes_at: int = 0
-    """Absolute ms on the server clock; 0 = no closing time (unless duration_ms)."""
-    duration_ms: int = 0
-    """Closing time relative to the opening (timed offers)."""
-    description: str = ""
-    image_url: str = ""
-
-    def validated(self) -> DropSpec:
-        _check_id("id", self.id)
-        check_text("sku", self.sku, 64, required=True)
-        check_text("title", self.title, MAX_TEXT, required=True)
-        check_text("description", self.description, MAX_DESCRIPTION)
-        check_text("image_url", self.image_url, 2048)
-        _check_int("quantity", self.quantity, 1, MAX_STOCK)
-        _check_int("limit", self.limit, 1, MAX_QUANTITY)
-        for name in ("opens_at", "closes_at", "duration_ms"):
-            _check_int(name, getattr(self, name), 0, 2**53)
-        if not isinstance(self.prices, dict) or not self.prices:
-            raise ValidationError("prices", "at least one currency price is required")
-        for cur, amount in self.prices.items():
-            if not isinstance(cur, str) or not CURRENCY.fullmatch(cur):
-                raise ValidationError("prices", f"{cur!r} is not an ISO 4217 code like EUR")
-            _check_int(f"prices.{cur}", amount, 0, MAX_PRICE)
-        currency = self.currency or next(iter(self.prices))
-        if currency not in self.prices:
-            raise ValidationError("currency", f"{currency!r} has no price")
-        try:
-            kind = DropKind(self.kind)
-        except ValueError as exc:
-            raise ValidationError("kind", "expected 'drop' or 'offer'") from exc
-        if self.closes_at and self.duration_ms:
-            raise ValidationError("duration_ms", "give closes_at or duration_ms, not both")
-        if kind is DropKind.OFFER and not (self.closes_at or self.duration_ms):
-            raise ValidationError("duration_ms", "a timed offer needs a closing time")
-        return DropSpec(**{**self.__dict__, "currency": currency, "kind": kind})
-
-
-def _check_id(name: str, value: object) -> str:
-    if not valid_id(value):
-        raise ValidationError(name, "1-64 characters of A-Z a-z 0-9 _ -")
-    return str(value)
-
-
-def check_text(name: str, value: object, max_len: int, *, required: bool = False) -> str:
-    """``value`` if it is a string of at most ``max_len`` characters (non-blank if required)."""
-    if not isinstance(value, str):
-        raise ValidationError(name, "expected a string")
-    if required and not value.strip():
-        raise ValidationError(name, "must not be empty")
-    if len(value) > max_len:
-        raise ValidationError(name, f"at most {max_len} characters")
-    return value
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError(name, "expected an integer")
-    if not low <= value <= high:
-        raise ValidationError(name, f"expected {low}..{high}")
-    return value
-
-
-def parse_hold_id(hold_id: object) -> tuple[str, str]:
-    """``"<drop>.<n>"`` -> (drop, n)."""
-    if not isinstance(hold_id, str) or not (m := HOLD_ID.fullmatch(hold_id)):
-        raise ValidationError("hold", "expected a hold id like 'drop1.7'")
-    return m.group(1), m.group(2)
-
-
-def drop_view(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
-    """A drop hash as the public view (the same shape the Lua ``drop_view`` emits)."""
-    d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-         for k, v in raw.items()}  # fmt: skip
-    ints = ("remaining", "held", "sold", "limit", "opens_at", "closes_at")
-    view: dict[str, Any] = {
-        k: d.get(k, "")
-        for k in ("id", "show", "sku", "title", "kind", "description", "image_url",
-                  "currency", "state", "reason")
-    }  # fmt: skip
-    for k in ints:
-        view[k] = int(d.get(k) or 0)
-    view["quantity"] = int(d.get("quantity") or 0) + int(d.get("restocked") or 0)
-    view["prices"] = orjson.loads(d.get("prices") or "{}")
-    return view
 
 
 class Inventory:
@@ -327,7 +109,7 @@ class Inventory:
     async def create_show(
         self, show: str, *, title: str, host: str = "", video_url: str = ""
     ) -> dict[str, Any]:
-        _check_id("id", show)
+        check_id("id", show)
         check_text("title", title, MAX_TEXT, required=True)
         check_text("host", host, 64)
         check_text("video_url", video_url, 2048)
@@ -355,10 +137,10 @@ class Inventory:
         if video_url is not None:
             check_text("video_url", video_url, 2048)
             fields["video_url"] = video_url
-        return await self._show_update(_check_id("id", show), "update", fields)
+        return await self._show_update(check_id("id", show), "update", fields)
 
     async def start_show(self, show: str) -> dict[str, Any]:
-        return await self._show_update(_check_id("id", show), "start", {})
+        return await self._show_update(check_id("id", show), "start", {})
 
     async def end_show(self, show: str) -> dict[str, Any]:
         """End the show and close every drop of it for good (no restock, no new window).
@@ -367,7 +149,7 @@ class Inventory:
         and a retry after a failure part-way finishes the job instead of stopping at
         ``show_ended``.
         """
-        _check_id("id", show)
+        check_id("id", show)
         await self._close_all(show)
         try:
             record = await self._show_update(show, "end", {})
@@ -399,7 +181,7 @@ class Inventory:
 
     # -- drops --------------------------------------------------------------------------------
     async def create_drop(self, show: str, spec: DropSpec) -> dict[str, Any]:
-        _check_id("show", show)
+        check_id("show", show)
         spec = spec.validated()
         fields = {
             "id": spec.id,
@@ -458,9 +240,9 @@ class Inventory:
         await self._redis(pipe.execute())
 
     async def restock(self, show: str, drop: str, units: int) -> dict[str, Any]:
-        _check_id("show", show)
-        _check_id("drop", drop)
-        _check_int("quantity", units, 1, MAX_STOCK)
+        check_id("show", show)
+        check_id("drop", drop)
+        check_int("quantity", units, 1, MAX_STOCK)
         result = self._admin_result(
             await self._drop_call("drop_restock", show, drop, units), show, drop
         )
@@ -469,8 +251,8 @@ class Inventory:
         return view
 
     async def close(self, show: str, drop: str) -> dict[str, Any]:
-        _check_id("show", show)
-        _check_id("drop", drop)
+        check_id("show", show)
+        check_id("drop", drop)
         result = self._admin_result(await self._drop_call("drop_close", show, drop), show, drop)
         await self._index(show, drop, 0)
         view: dict[str, Any] = result["drop"]
@@ -480,11 +262,11 @@ class Inventory:
         self, show: str, drop: str, *, closes_at: int, opens_at: int | None = None
     ) -> dict[str, Any]:
         """Extend or shorten the window (absolute server-clock ms; closes_at 0 = no end)."""
-        _check_id("show", show)
-        _check_id("drop", drop)
-        _check_int("closes_at", closes_at, 0, 2**53)
+        check_id("show", show)
+        check_id("drop", drop)
+        check_int("closes_at", closes_at, 0, 2**53)
         if opens_at is not None:
-            _check_int("opens_at", opens_at, 0, 2**53)
+            check_int("opens_at", opens_at, 0, 2**53)
         raw = await self._drop_call(
             "drop_window", show, drop, closes_at, -1 if opens_at is None else opens_at
         )
@@ -550,8 +332,8 @@ class Inventory:
         self, show: str, drop: str, viewer: str, quantity: object, request_id: str,
         currency: str | None, payment_reference: str,
     ) -> Outcome | None:  # fmt: skip
-        _check_id("show", show)
-        _check_id("viewer", viewer)
+        check_id("show", show)
+        check_id("viewer", viewer)
         if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
             raise ValidationError("request_id", "1-64 characters of A-Z a-z 0-9 _ . : -")
         if currency is not None and (
@@ -639,8 +421,8 @@ class Inventory:
         self, show: str, hold_id: str, viewer: str, payment_reference: str
     ) -> Outcome:
         """Turn a live hold into an order (and its outbox entry). Idempotent per hold."""
-        _check_id("show", show)
-        _check_id("viewer", viewer)
+        check_id("show", show)
+        check_id("viewer", viewer)
         check_text("payment_reference", payment_reference, 128)
         drop, n = parse_hold_id(hold_id)
         raw = await self._drop_call("hold_confirm", show, drop, n, viewer, payment_reference)
@@ -648,8 +430,8 @@ class Inventory:
 
     async def cancel(self, show: str, hold_id: str, viewer: str) -> Outcome:
         """Give a hold's units back. Idempotent per hold."""
-        _check_id("show", show)
-        _check_id("viewer", viewer)
+        check_id("show", show)
+        check_id("viewer", viewer)
         drop, n = parse_hold_id(hold_id)
         return Outcome.parse(await self._drop_call("hold_cancel", show, drop, n, viewer))
 

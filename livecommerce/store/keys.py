@@ -39,15 +39,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""Show, drop and viewer ids: short, and never containing the separators used below."""
-
-
-def valid_id(value: object) -> bool:
-    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

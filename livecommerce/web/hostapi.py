@@ -36,15 +36,15 @@ from livecommerce.core.errors import (
     StoreError,
     ValidationError,
 )
-from livecommerce.store.inventory import (
+from livecommerce.core.model import (
     MAX_QUANTITY,
     MAX_STOCK,
     MAX_TEXT,
     DropKind,
     DropSpec,
     check_text,
+    valid_id,
 )
-from livecommerce.store.keys import valid_id
 from livecommerce.store.services import Services
 from livecommerce.web.hostkeys import HostKey, HostKeys
 from livecommerce.web.problems import MalformedBody, from_error, problem

@@ -30,7 +30,8 @@ from livecommerce.core.errors import (
     StoreError,
     ValidationError,
 )
-from livecommerce.store.keys import Keyspace, valid_id
+from livecommerce.core.model import valid_id
+from livecommerce.store.keys import Keyspace
 
 KEY_PREFIX = "lch_"
 MAX_LABEL = 100

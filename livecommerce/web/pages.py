@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from livecommerce.store.keys import valid_id
+from livecommerce.core.model import valid_id
 from livecommerce.store.services import Services
 
 STATIC = Path(__file__).with_name("static")

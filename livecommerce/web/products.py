@@ -23,8 +23,15 @@ from livecommerce.core.errors import (
     StoreError,
     ValidationError,
 )
-from livecommerce.store.inventory import CURRENCY, MAX_DESCRIPTION, MAX_PRICE, MAX_TEXT, check_text
-from livecommerce.store.keys import Keyspace, valid_id
+from livecommerce.core.model import (
+    CURRENCY,
+    MAX_DESCRIPTION,
+    MAX_PRICE,
+    MAX_TEXT,
+    check_text,
+    valid_id,
+)
+from livecommerce.store.keys import Keyspace
 
 MAX_URL = 2048
 MAX_CURRENCIES = 20
