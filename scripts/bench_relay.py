@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from livecommerce.core.config import RedisSettings, Settings
 from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import sink as sink_mod
-from livecommerce.fulfillment.relay import HttpDeliverer
+from livecommerce.fulfillment.delivery import HttpDeliverer
 from livecommerce.fulfillment.sink import WEBHOOK_PATH
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
 from livecommerce.store.embedded import EmbeddedValkey, free_port

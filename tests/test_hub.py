@@ -12,9 +12,11 @@ from websockets.protocol import State as WSState
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from livecommerce.realtime.broker import MemoryBroker
 from livecommerce.realtime.codec import Encoding, Frame
-from livecommerce.realtime.hub import Hub, MemoryBroker, Outbox
+from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
+from livecommerce.realtime.outbox import Outbox
 
 
 class Sink:

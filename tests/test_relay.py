@@ -24,17 +24,15 @@ from starlette.routing import Route
 from livecommerce.core.config import RelaySettings, Secret, Settings
 from livecommerce.core.errors import ConfigError, DeliveryError
 from livecommerce.fulfillment import deadletters
-from livecommerce.fulfillment.relay import (
+from livecommerce.fulfillment.acks import Acks
+from livecommerce.fulfillment.delivery import HttpDeliverer, MemoryDeliverer
+from livecommerce.fulfillment.policy import (
     GroupPosition,
-    HttpDeliverer,
-    MemoryDeliverer,
-    Relay,
-    _Acks,
     backoff_delay,
     parse_retry_after,
-    server_relay,
     trim_floor,
 )
+from livecommerce.fulfillment.relay import Relay, server_relay
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
 from livecommerce.store.keys import Keyspace
 
@@ -185,7 +183,7 @@ async def test_acknowledgements_of_one_loop_turn_go_out_together(
             await add_order(redis, keyspace, show, n)
         rows = await redis.xreadgroup(GROUP, "c1", {keyspace.orders(show): ">"})
         ids[show] = [_text(entry_id) for entry_id, _ in rows[0][1]]
-    acks = _Acks(redis, GROUP)
+    acks = Acks(redis, GROUP)
     await asyncio.gather(
         *(acks.ack(keyspace.orders(show), i) for show in ("s1", "s2") for i in ids[show][:3])
     )

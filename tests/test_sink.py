@@ -18,7 +18,8 @@ from livecommerce.core.config import RelaySettings, Settings
 from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import sink as sink_mod
 from livecommerce.fulfillment.audit import audit
-from livecommerce.fulfillment.relay import HttpDeliverer, Relay
+from livecommerce.fulfillment.delivery import HttpDeliverer
+from livecommerce.fulfillment.relay import Relay
 from livecommerce.fulfillment.sink import WEBHOOK_PATH, FailMode, create_app, set_fail_mode
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
 from livecommerce.store.inventory import Inventory

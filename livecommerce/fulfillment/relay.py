@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import logging
 import os
 import random
@@ -41,256 +40,35 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
-import yarl
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError, ResponseError
 
 from livecommerce.core.config import RelaySettings, Settings
 from livecommerce.core.errors import ConfigError, DeliveryError, ValidationError
 from livecommerce.fulfillment import deadletters
-from livecommerce.fulfillment.webhooks import Signer, WebhookMessage, order_message, parse_secrets
+from livecommerce.fulfillment.acks import Acks
+from livecommerce.fulfillment.delivery import Deliverer, HttpDeliverer
+from livecommerce.fulfillment.metrics import RelayMetrics
+from livecommerce.fulfillment.policy import (
+    GroupPosition,
+    backoff_delay,
+    failure_reason,
+    parse_id,
+    trim_floor,
+)
+from livecommerce.fulfillment.webhooks import Signer, order_message, parse_secrets
 from livecommerce.store.keys import Keyspace
 
-log = logging.getLogger("livecommerce.fulfillment.relay")
+log = logging.getLogger("livecommerce.relay")
 
-RETRY_AFTER_CAP_S = 3600.0
-"""Longest ``Retry-After`` honoured; a larger one is cut to this."""
-USER_AGENT = "livecommerce-relay"
 DISCOVER_INTERVAL_S = 1.0
 """How often the relay looks for new shows (their orders streams) in ``P:shows``."""
 GAUGE_INTERVAL_S = 1.0
 
 Fields = Mapping[bytes | str, bytes | str]
-
-
-# -- pure policy ---------------------------------------------------------------------------------
-def backoff_delay(
-    attempt: int,
-    *,
-    base_s: float,
-    max_s: float,
-    retry_after_s: float | None = None,
-    rand: float = 0.5,
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Exponential with equal jitter: half of ``min(max_s, base_s * 2**(attempt-1))`` plus a random
-    share of the other half (``rand`` in [0, 1)). A server's ``Retry-After`` wins when given.
-    """
-    if retry_after_s is not None:
-        return max(0.0, min(float(retry_after_s), RETRY_AFTER_CAP_S))
-    ceiling = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2 + ceiling / 2 * rand
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date; None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def next_id(entry_id: str) -> str:
-    ms, seq = parse_id(entry_id)
-    return f"{ms}-{seq + 1}"
-
-
-@dataclass(frozen=True)
-class GroupPosition:
-    """What one consumer group on a stream still needs: its PEL and last delivered id."""
-
-    pending: int
-    last_delivered: str
-    oldest_pending: str | None
-
-
-def trim_floor(groups: list[GroupPosition]) -> str | None:
-    """The ``XTRIM MINID`` below which every group has acknowledged everything; None = keep all.
-
-    Per group: the oldest pending id if anything is pending, else the id after the last one
-    delivered (everything up to it is acknowledged). The floor is the minimum over groups.
-    """
-    if not groups:
-        return None
-    floors = []
-    for g in groups:
-        if g.pending > 0 and g.oldest_pending:
-            floors.append(parse_id(g.oldest_pending))
-        else:
-            floors.append(parse_id(next_id(g.last_delivered)))
-    ms, seq = min(floors)
-    if (ms, seq) <= (0, 1):
-        return None
-    return f"{ms}-{seq}"
-
-
-def failure_reason(exc: DeliveryError) -> str:
-    if exc.status is None:
-        return "timeout" if "timeout" in str(exc) else "network"
-    if exc.gone:
-        return "gone"
-    return f"http_{exc.status // 100}xx"
-
-
-# -- transport seam ------------------------------------------------------------------------------
-class Deliverer(Protocol):
-    async def deliver(self, message: WebhookMessage) -> None:
-        """Send one message; return on 2xx, raise DeliveryError otherwise."""
-
-    async def aclose(self) -> None: ...
-
-
-class HttpDeliverer:
-    """Standard Webhooks over HTTP POST with aiohttp: signed per attempt, one deadline per request.
-
-    One session with a keep-alive pool of at most ``max_connections`` connections (the relay's
-    concurrency), created on first use inside the running loop. Nothing a webhook does not need
-    runs per order: no cookie jar, no redirects (a 3xx is a failure like any non-2xx), no
-    environment proxies, no response decompression. ``timeout_s`` bounds the whole request,
-    connecting and reading the answer included.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        signer: Signer,
-        *,
-        timeout_s: float,
-        max_connections: int = 32,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.url = yarl.URL(url)
-        self.signer = signer
-        self.timeout_s = timeout_s
-        self.max_connections = max(1, max_connections)
-        self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"user-agent": USER_AGENT},
-            skip_auto_headers=("accept", "accept-encoding"),
-            auto_decompress=False,
-            trust_env=False,
-        )
-        return self._session
-
-    async def deliver(self, message: WebhookMessage) -> None:
-        session = self._session or self._open()
-        headers = self.signer.headers(message.id, int(self._clock()), message.body)
-        try:
-            async with session.post(
-                self.url, data=message.body, headers=headers, allow_redirects=False
-            ) as response:
-                # read the (small) answer in full so the connection goes back to the pool
-                answer = await response.read()
-        except TimeoutError as exc:  # aiohttp's timeout errors are TimeoutErrors too
-            raise DeliveryError(f"timeout after {self.timeout_s}s: {exc!r}") from exc
-        except aiohttp.ClientError as exc:
-            raise DeliveryError(f"network: {exc!r}") from exc
-        status = response.status
-        if 200 <= status < 300:
-            return
-        raise DeliveryError(
-            f"HTTP {status}: {answer[:200].decode(errors='replace')}",
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after"), self._clock()),
-        )
-
-    async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-
-class MemoryDeliverer:
-    """In-memory backend for tests: records deliveries; ``failures`` scripts errors per order id.
-
-    ``failures[order_id]`` is a list of errors raised by successive attempts (then success); an
-    order id in ``always_fail`` fails every time.
-    """
-
-    def __init__(self) -> None:
-        self.delivered: list[WebhookMessage] = []
-        self.attempts: dict[str, int] = {}
-        self.failures: dict[str, list[DeliveryError]] = {}
-        self.always_fail: dict[str, DeliveryError] = {}
-        self.changed = asyncio.Event()
-
-    async def deliver(self, message: WebhookMessage) -> None:
-        self.attempts[message.order_id] = self.attempts.get(message.order_id, 0) + 1
-        self.changed.set()
-        if message.order_id in self.always_fail:
-            raise self.always_fail[message.order_id]
-        queue = self.failures.get(message.order_id)
-        if queue:
-            raise queue.pop(0)
-        self.delivered.append(message)
-
-    async def aclose(self) -> None:
-        return None
-
-
-# -- metrics -------------------------------------------------------------------------------------
-class RelayMetrics:
-    """Prometheus metrics of one relay, in the registry given (or a private one)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry if registry is not None else CollectorRegistry()
-        p = "livecommerce_relay_"
-        self.delivered = Counter(
-            p + "delivered", "Orders delivered (2xx) and acknowledged.", registry=r
-        )
-        self.delivered_rate = Gauge(
-            p + "delivered_per_second",
-            "Orders delivered per second over the last interval.",
-            registry=r,
-        )
-        self.attempts = Counter(p + "attempts", "Webhook requests sent.", registry=r)
-        self.failures = Counter(
-            p + "failures", "Failed webhook requests, by reason.", ["reason"], registry=r
-        )
-        self.dead_letters = Counter(
-            p + "dead_letters", "Orders moved to the dead letters.", registry=r
-        )
-        self.claimed = Counter(
-            p + "claimed", "Pending orders taken over from idle consumers.", registry=r
-        )
-        self.lag = Gauge(
-            p + "lag", "Orders in the streams not yet handed to any relay.", registry=r
-        )
-        self.pending = Gauge(
-            p + "pending", "Orders handed to a relay but not yet acknowledged.", registry=r
-        )
-        self.inflight = Gauge(p + "inflight", "Orders this relay is working on.", registry=r)
-        self.disabled = Gauge(
-            p + "endpoint_disabled", "1 once the endpoint answered 410 Gone.", registry=r
-        )
-        self.latency = Histogram(
-            p + "delivery_latency_seconds",
-            "From order confirmation to a 2xx from the backend.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=r,
-        )
 
 
 @dataclass(frozen=True)
@@ -308,58 +86,6 @@ class _Work:
     stream: str
     entry_id: str
     task: asyncio.Task[None] | None = None
-
-
-class _Acks:
-    """``XACK`` batching: the acknowledgements asked for in one event-loop turn go out together.
-
-    One ``XACK`` per stream with every id of the batch, pipelined: one round trip where one per
-    order was. At most one batch is in flight; acknowledgements asked for meanwhile form the
-    next one. :meth:`ack` returns once the entry is acknowledged and raises what Redis raised
-    for its stream's ``XACK`` (the other streams' XACKs of the batch are not affected).
-    """
-
-    def __init__(self, redis: aioredis.Redis, group: str) -> None:
-        self.redis = redis
-        self.group = group
-        self._batch: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def ack(self, stream: str, entry_id: str) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.setdefault(stream, []).append((entry_id, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="relay-xack")
-        await future
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the other acknowledgements of this loop turn join
-        while self._batch:
-            batch, self._batch = self._batch, {}
-            results: list[Any]
-            try:
-                if len(batch) == 1:
-                    [(stream, items)] = batch.items()
-                    results = [await self.redis.xack(stream, self.group, *(i for i, _ in items))]
-                else:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for stream, items in batch.items():
-                        pipe.xack(stream, self.group, *(i for i, _ in items))
-                    results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:  # every waiter hears of it; the entries stay pending
-                results = [exc] * len(batch)
-            for items, result in zip(batch.values(), results, strict=True):
-                for _, future in items:
-                    if future.done():
-                        continue
-                    if isinstance(result, asyncio.CancelledError):
-                        future.cancel()
-                    elif isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(None)
-            if isinstance(results[0], asyncio.CancelledError):
-                raise results[0]
 
 
 def _s(value: Any) -> str:
@@ -404,7 +130,7 @@ class Relay:
         self._streams: list[str] = []
         self._known_groups: set[str] = set()
         self._work: dict[tuple[str, str], _Work] = {}
-        self._acks = _Acks(redis, self.group)
+        self._acks = Acks(redis, self.group)
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None

@@ -31,7 +31,7 @@ from livecommerce.store.keys import Keyspace
 from livecommerce.store.services import Services
 from livecommerce.web import hostapi, pages
 
-log = logging.getLogger("livecommerce.ops.app")
+log = logging.getLogger("livecommerce.app")
 
 
 async def livez(request: Request) -> Response:

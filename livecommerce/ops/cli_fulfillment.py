@@ -39,7 +39,7 @@ from livecommerce.fulfillment.sink import create_app
 from livecommerce.fulfillment.webhooks import parse_secrets
 from livecommerce.store.keys import Keyspace
 
-log = logging.getLogger("livecommerce.ops.cli_fulfillment")
+log = logging.getLogger("livecommerce.relay_cli")
 
 SINK_PORT_DEFAULT = 8100
 

@@ -28,7 +28,7 @@ from livecommerce.fulfillment.webhooks import generate_secret
 from livecommerce.store.embedded import EmbeddedValkey, free_port
 from livecommerce.store.services import Services
 
-log = logging.getLogger("livecommerce.ops.runner")
+log = logging.getLogger("livecommerce.runner")
 
 
 def dev_secret(data_dir: Path, name: str) -> Secret:

@@ -16,7 +16,7 @@ import logging
 from livecommerce.core.errors import StoreError
 from livecommerce.store.inventory import Inventory
 
-log = logging.getLogger("livecommerce.ops.scheduler")
+log = logging.getLogger("livecommerce.scheduler")
 
 MIN_SLEEP_S = 0.002
 

@@ -27,9 +27,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import Outcome, drop_view
+from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
-from livecommerce.realtime.hub import Broker, Hub, Outbox, RedisBroker
+from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
+from livecommerce.realtime.outbox import Outbox
 from livecommerce.realtime.protocol import (
     Close,
     CloseCode,
@@ -45,7 +47,7 @@ from livecommerce.realtime.protocol import (
 )
 from livecommerce.store.services import Services
 
-log = logging.getLogger("livecommerce.realtime.gateway")
+log = logging.getLogger("livecommerce.gateway")
 
 JOIN_TIMEOUT_S = 10.0
 VIEWERS_INTERVAL_S = 1.0

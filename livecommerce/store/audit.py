@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from livecommerce.core.errors import StoreError
 from livecommerce.store.keys import Keyspace
 
-log = logging.getLogger("livecommerce.store.audit")
+log = logging.getLogger("livecommerce.audit")
 
 HOLD_STATES = ("held", "confirmed", "cancelled", "expired")
 DROP_STATES = ("scheduled", "open", "closed")

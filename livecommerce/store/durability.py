@@ -18,7 +18,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-log = logging.getLogger("livecommerce.store.durability")
+log = logging.getLogger("livecommerce.durability")
 
 Mode = Literal["waitaof", "aof-no-wait", "none"]
 

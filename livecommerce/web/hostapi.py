@@ -50,7 +50,7 @@ from livecommerce.web.hostkeys import HostKey, HostKeys
 from livecommerce.web.problems import MalformedBody, from_error, problem
 from livecommerce.web.products import Catalog, check_prices, check_url
 
-log = logging.getLogger("livecommerce.web.hostapi")
+log = logging.getLogger("livecommerce.hostapi")
 
 MAX_BODY = 64 * 1024
 MAX_MS = 2**53
