@@ -15,7 +15,7 @@ from livecommerce import __version__
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from livecommerce.web.hostapi import Operation
+    from livecommerce.web.operation import Operation
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 MS = {"type": "integer", "minimum": 0, "description": "Absolute time, ms on the server clock"}
