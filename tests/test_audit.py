@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 
 from livecommerce.core import config
 from livecommerce.core.model import DropSpec
-from livecommerce.store import audit as audit_module
-from livecommerce.store.audit import AuditReport, audit, audit_drop
+from livecommerce.ops import cli_audit
+from livecommerce.store.audit import audit, audit_drop
+from livecommerce.store.audit_snapshot import AuditReport
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 from livecommerce.store.scriptrunner import read_source
@@ -256,7 +257,7 @@ async def test_audit_catches_a_broken_script(
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="livecommerce")
-    audit_module.register(parser.add_subparsers(dest="command", required=True))
+    cli_audit.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -19,7 +19,7 @@ from livecommerce.core.errors import LivecommerceError
 
 # Modules that add their own subcommands with ``register(subparsers)``.
 COMMAND_MODULES = (
-    "livecommerce.store.audit",
+    "livecommerce.ops.cli_audit",
     "livecommerce.ops.cli_fulfillment",
     "livecommerce.ops.cli_hostkeys",
 )
