@@ -145,16 +145,7 @@ class Gateway:
     async def endpoint(self, websocket: WebSocket) -> None:
         offered = list(websocket.scope.get("subprotocols") or [])
         encoding = negotiate(offered)
-        refusal = None
-        if self.services.draining:
-            refusal = "draining"
-        elif not origin_allowed(
-            websocket.headers.get("origin"), websocket.headers.get("host"),
-            self.settings.allowed_origins,
-        ):  # fmt: skip
-            refusal = "origin"
-        elif encoding is None:
-            refusal = "subprotocol"
+        refusal = self._refusal(websocket, encoding)
         if refusal is not None or encoding is None:
             self.metrics.refused.labels(refusal or "subprotocol").inc()
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
@@ -162,6 +153,32 @@ class Gateway:
         await websocket.accept(subprotocol=encoding.subprotocol if offered else None)
         self.metrics.accepted.labels(str(encoding)).inc()
         self.metrics.connections.labels(str(encoding)).inc()
+        conn = self._connect(websocket, encoding)
+        try:
+            await self._serve(conn)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("viewer connection failed")
+            await self._close(conn, CloseCode.INTERNAL, "internal")
+        finally:
+            await self._release(conn)
+
+    def _refusal(self, websocket: WebSocket, encoding: Encoding | None) -> str | None:
+        """Why the handshake is refused (a metrics label), or None to accept it."""
+        if self.services.draining:
+            return "draining"
+        if not origin_allowed(
+            websocket.headers.get("origin"), websocket.headers.get("host"),
+            self.settings.allowed_origins,
+        ):  # fmt: skip
+            return "origin"
+        if encoding is None:
+            return "subprotocol"
+        return None
+
+    def _connect(self, websocket: WebSocket, encoding: Encoding) -> Connection:
+        """A new viewer connection: its bounded outbox and its protocol session."""
         conn: Connection | None = None
 
         def overflow(_: Outbox) -> None:
@@ -180,23 +197,19 @@ class Gateway:
         conn = Connection(websocket, encoding, outbox, session)
         self.connections.add(conn)
         self._empty.clear()
-        try:
-            await self._serve(conn)
-        except WebSocketDisconnect:
-            pass
-        except Exception:
-            log.exception("viewer connection failed")
-            await self._close(conn, CloseCode.INTERNAL, "internal")
-        finally:
-            session.close()
-            if conn.show is not None:
-                with contextlib.suppress(Exception):
-                    await self.hub.leave(conn.show, outbox)
-            await outbox.aclose()
-            self.connections.discard(conn)
-            self.metrics.connections.labels(str(encoding)).dec()
-            if not self.connections:
-                self._empty.set()
+        return conn
+
+    async def _release(self, conn: Connection) -> None:
+        """Everything a connection held, given back (its show's subscription, its outbox)."""
+        conn.session.close()
+        if conn.show is not None:
+            with contextlib.suppress(Exception):
+                await self.hub.leave(conn.show, conn.outbox)
+        await conn.outbox.aclose()
+        self.connections.discard(conn)
+        self.metrics.connections.labels(str(conn.encoding)).dec()
+        if not self.connections:
+            self._empty.set()
 
     async def _serve(self, conn: Connection) -> None:
         websocket, session = conn.websocket, conn.session

@@ -4,7 +4,7 @@ expire (1 s TTL), late confirms racing the reapers, a restock, and concurrent re
 process. Afterwards the audit must find nothing, and what the workers were told must agree
 with what Redis holds.
 
-This file is also the worker: ``python tests/test_concurrency.py URL PREFIX WORKER TASKS``.
+This file is also the worker: ``python tests/store/test_concurrency.py URL PREFIX WORKER TASKS``.
 """
 
 from __future__ import annotations

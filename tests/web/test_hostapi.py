@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from browser_helpers import Running, api_app, serve
+from helpers.browser import Running, api_app, serve
 
 from livecommerce.core.config import Settings
 from livecommerce.realtime import tokens

@@ -11,7 +11,7 @@ import pytest
 from livecommerce.core.config import Secret, load
 from livecommerce.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_without_environment() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from browser_helpers import Running, serve
+from helpers.browser import Running, serve
 
 from livecommerce.core.config import GatewaySettings, Secret, Settings
 from livecommerce.ops.app import create_app
@@ -28,7 +28,7 @@ from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 SECRET = "browser-test-secret-" + "x" * 24
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from gateway_helpers import SECRET, Running, drop, serve, settings
+from helpers.gateway import SECRET, Running, drop, serve, settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

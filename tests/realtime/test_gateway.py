@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from gateway_helpers import SECRET, Running, drop, serve, settings
+from helpers.gateway import SECRET, Running, drop, serve, settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

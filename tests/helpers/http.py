@@ -7,8 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import uvicorn
-from gateway_helpers import free_port, running_server
 from starlette.types import ASGIApp
+
+from helpers.gateway import free_port, running_server
 
 
 @contextlib.asynccontextmanager

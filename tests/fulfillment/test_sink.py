@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from http_helpers import http_server
+from helpers.http import http_server
 from prometheus_client import CollectorRegistry
 
 from livecommerce.core.config import RelaySettings, Settings

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
-from gateway_helpers import free_port
-from http_helpers import http_server, silent_server
+from helpers.gateway import free_port
+from helpers.http import http_server, silent_server
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ResponseError
 from standardwebhooks import Webhook

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from gateway_helpers import SECRET, drop, free_port, settings
+from helpers.gateway import SECRET, drop, free_port, settings
 
 from livecommerce.realtime.client import Client
 from livecommerce.realtime.codec import Encoding
