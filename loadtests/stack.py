@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
+from livecommerce.core.processes import stop_process
 from livecommerce.fulfillment.webhooks import generate_secret
 from livecommerce.store.embedded import EmbeddedValkey, free_port
 from livecommerce.store.keys import Keyspace
@@ -157,13 +157,7 @@ class LocalStack:
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, STOP_TIMEOUT_S)
         for log in self._logs:
             log.close()  # type: ignore[attr-defined]
         self._logs.clear()

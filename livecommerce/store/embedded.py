@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from livecommerce.core.errors import EmbeddedServerError
+from livecommerce.core.processes import stop_process
 
 
 def valkey_binary() -> Path:
@@ -138,13 +139,7 @@ class EmbeddedValkey:
         proc, self._process = self._process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, 5)
         if proc.stderr:
             proc.stderr.close()
 
@@ -153,13 +148,7 @@ class EmbeddedValkey:
         proc = self._process
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, timeout)
         self._terminate()
 
     def kill(self) -> None:
