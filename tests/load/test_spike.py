@@ -45,7 +45,7 @@ def test_per_second_bins_from_the_origin() -> None:
     assert per_second([1000.0, 1500.0, 2100.0, 4999.0, 500.0], origin_ms=1000.0) == [2, 1, 0, 1]
 
 
-def test_urls() -> None:
+def test_ws_url_is_derived_from_the_http_url() -> None:
     assert ws_url("http://127.0.0.1:8000") == "ws://127.0.0.1:8000/ws"
     assert ws_url("https://live.example/") == "wss://live.example/ws"
     assert ws_url("ws://h/ws") == "ws://h/ws"

@@ -19,12 +19,12 @@ from livecommerce.realtime.codec import (
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
-def test_round_trip(encoding: Encoding) -> None:
+def test_encode_then_decode_gives_the_message_back(encoding: Encoding) -> None:
     msg = {"type": "reserve", "id": "r1", "quantity": 2, "data": {"prices": {"EUR": 1999}}}
     assert decode(encoding, encode(encoding, msg)) == msg
 
 
-def test_negotiate() -> None:
+def test_negotiate_takes_the_first_known_subprotocol() -> None:
     assert negotiate([]) is Encoding.JSON
     assert negotiate(["x", SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON]) is Encoding.MSGPACK
     assert negotiate(["chat"]) is None
@@ -42,7 +42,9 @@ def test_negotiate() -> None:
         (Encoding.MSGPACK, msgpack.packb({1: 2}), "bad_frame"),
     ],
 )
-def test_malformed(encoding: Encoding, payload: str | bytes, code: str) -> None:
+def test_malformed_frames_raise_their_documented_code(
+    encoding: Encoding, payload: str | bytes, code: str
+) -> None:
     with pytest.raises(ProtocolError) as info:
         decode(encoding, payload)
     assert info.value.code == code

@@ -123,14 +123,14 @@ async def test_stock_coalesced_and_final(gw: Running, inv: Inventory) -> None:
         assert len(levels) < 30  # coalesced, and the last one is the true value
 
 
-async def test_viewer_count(gw: Running, inv: Inventory) -> None:
+async def test_viewer_count_reaches_every_viewer(gw: Running, inv: Inventory) -> None:
     async with Client(gw.url, "s1") as a, Client(gw.url, "s1") as b:
         while (await a.next_message(types=["viewers"]))["data"]["count"] != 2:
             pass
         assert b.snapshot is not None
 
 
-async def test_buy_flow(gw: Running, inv: Inventory) -> None:
+async def test_reserve_confirm_and_buy_over_both_encodings(gw: Running, inv: Inventory) -> None:
     await inv.create_drop("s1", drop("d1", quantity=3, limit=2))
     async with (
         Client(gw.url, "s1", token=token("dave")) as dave,

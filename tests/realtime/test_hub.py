@@ -90,7 +90,7 @@ async def test_slow_consumer_overflow_does_not_touch_others() -> None:
     await hub.stop()
 
 
-def test_frame_shared() -> None:
+def test_frame_encodes_json_text_once() -> None:
     frame = Frame({"type": "x"})
     assert frame.asgi(Encoding.JSON)["text"] == '{"type":"x"}'
 

@@ -114,12 +114,12 @@ def test_malformed_frames_cost_a_token_and_change_nothing() -> None:
     assert s.bucket.tokens == 3.0
 
 
-def test_token_bucket() -> None:
+def test_token_bucket_refuses_past_the_burst_then_refills() -> None:
     bucket = TokenBucket(2.0, 1, now=0.0)
     assert bucket.take(0.0) and not bucket.take(0.1) and bucket.take(0.5)
 
 
-def test_result_message() -> None:
+def test_result_message_carries_hold_reason_and_server_time() -> None:
     cmd = Command(op=Op.RESERVE, request_id="r1", viewer="a", drop="d1", quantity=1)
     hold = Hold("d1.1", "d1", "a", 1, 5000, 1999, "EUR", "held")
     ok = result_message(cmd, Outcome(ok=True, now_ms=7, hold=hold, remaining=3))

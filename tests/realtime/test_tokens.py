@@ -8,7 +8,7 @@ from livecommerce.realtime.tokens import LEEWAY_S, mint, verify
 SECRET = "s" * 32
 
 
-def test_mint_verify() -> None:
+def test_minted_token_verifies_to_its_viewer() -> None:
     assert verify(SECRET, mint(SECRET, "alice", 60, now=1000.0), now=1010.0) == "alice"
     assert verify(SECRET, mint(SECRET, "bob", 3600)) == "bob"
 
@@ -22,7 +22,7 @@ def test_forged_or_malformed(token: str) -> None:
         verify(SECRET, token, now=1010.0)
 
 
-def test_expired() -> None:
+def test_token_is_refused_after_expiry_plus_leeway() -> None:
     token = mint(SECRET, "alice", 60, now=1000.0)
     assert verify(SECRET, token, now=1060.0 + LEEWAY_S) == "alice"
     with pytest.raises(AuthError, match="expired"):

@@ -10,7 +10,7 @@ from livecommerce.store.keys import Keyspace
 from livecommerce.web.products import Catalog, check_prices
 
 
-async def test_crud(redis: aioredis.Redis, keyspace: Keyspace) -> None:
+async def test_catalog_create_read_update_delete(redis: aioredis.Redis, keyspace: Keyspace) -> None:
     catalog = Catalog(redis, keyspace)
     p = await catalog.create("h1", "mug", {"title": "Mug", "prices": {"EUR": 1200}})
     assert p.host == "h1" and p.created_at > 0 and p.description == ""
