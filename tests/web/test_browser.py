@@ -208,6 +208,56 @@ async def test_drop_buy_sold_out_in_real_browsers(
             await expect(ben.get_by_test_id("price")).to_have_text("$21.00")
             await shot(ben, "10-viewer2-two-open-drops")
             await shot(panel, "11-panel-offer-form")
+
+            # -- chat across two viewer pages: a question, a reaction burst, pin, delete, mute --
+            await ana.get_by_test_id("chat-input").fill("Does it come in blue?")
+            await ana.get_by_test_id("chat-question").check()
+            await ana.get_by_test_id("chat-send").click()
+            await ben.get_by_test_id("chat-input").fill("Nice cap!")
+            await ben.get_by_test_id("chat-send").click()
+            for page in (ana, ben):
+                messages = page.get_by_test_id("chat-message")
+                await expect(messages).to_have_count(2)
+                await expect(messages.first).to_contain_text("ana")
+                await expect(messages.first).to_contain_text("Does it come in blue?")
+                await expect(messages.first).to_contain_text("question")
+                await expect(messages.nth(1)).to_contain_text("Nice cap!")
+            question = panel.get_by_test_id("question")
+            await expect(question).to_have_count(1)
+            await expect(question).to_contain_text("Does it come in blue?")
+            for _ in range(5):
+                await ben.get_by_test_id("react-heart").click()
+            await expect(ana.get_by_test_id("reaction-count-heart")).to_have_text("5")
+            await expect(ben.get_by_test_id("reaction-count-heart")).to_have_text("5")
+            await expect(panel.get_by_test_id("stat-reactions")).to_have_text("5")
+            await shot(ana, "12-viewer-chat-and-reactions")
+            await question.get_by_test_id("pin-question").click()
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("pinned-text")).to_have_text(
+                    "Does it come in blue?"
+                )
+            await expect(panel.get_by_test_id("panel-pinned")).to_contain_text("blue")
+            await shot(ben, "13-viewer2-pinned-question")
+            nice = panel.get_by_test_id("panel-chat-message").filter(has_text="Nice cap!")
+            await nice.get_by_test_id("delete-message").click()
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("chat-message")).to_have_count(1)
+                await expect(page.get_by_test_id("chat-list")).not_to_contain_text("Nice cap!")
+            await question.get_by_test_id("answer-question").click()
+            await expect(panel.get_by_test_id("question")).to_have_count(0)
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("pinned")).to_be_hidden()
+                await expect(page.get_by_test_id("chat-message").first).to_contain_text("answered")
+            await (
+                panel.get_by_test_id("panel-chat-message").first.get_by_test_id("mute-show").click()
+            )  # mutes ana, the author of the only message left
+            await expect(ana.get_by_test_id("chat-notice")).to_contain_text("muted")
+            await ana.get_by_test_id("chat-input").fill("hello?")
+            await ana.get_by_test_id("chat-send").click()
+            await expect(ana.get_by_test_id("chat-notice")).to_contain_text("muted")
+            await expect(ben.get_by_test_id("chat-message")).to_have_count(1)
+            await shot(ana, "14-viewer-muted")
+            await shot(panel, "15-panel-chat")
             for page in (ana, ben, panel):
                 await page.context.close()
         finally:

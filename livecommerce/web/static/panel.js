@@ -3,6 +3,7 @@
 // GET /api/shows/{show}/live (read with fetch so the key travels in a header, not the URL).
 
 import { h, formatMoney, formatDuration, ServerClock, toMinor } from "./common.js";
+import { PanelChat } from "./panelchat.js";
 
 const root = document.getElementById("app");
 const clock = new ServerClock();
@@ -112,6 +113,7 @@ function stopLive() {
 
 function selectShow(id) {
   stopLive();
+  panelChat.reset();
   state.show = id;
   state.showRecord = state.shows.find((s) => s.id === id) || null;
   state.drops = new Map();
@@ -180,7 +182,12 @@ function upsertDrop(data) {
 }
 
 function onLive(event, data) {
+  if (event === "event" && panelChat.onEvent(data)) {
+    render();
+    return;
+  }
   if (event === "snapshot") {
+    panelChat.load().then(render); // fresh after every (re)connect of the stream
     liveAttempt = 0;
     state.live = "live";
     state.showRecord = data.show;
@@ -204,6 +211,8 @@ function onLive(event, data) {
   }
   render();
 }
+
+const panelChat = new PanelChat({ api, act, render: () => render(), show: () => state.show });
 
 // -- actions ---------------------------------------------------------------------------------
 function formValues(form) {
@@ -489,7 +498,8 @@ function render() {
       h("button", { class: "link", onclick: () => { signOut(); render(); } }, "Sign out")),
     state.toast ? h("div", { class: `notice ${state.toast.kind}`, "data-testid": "toast" },
       state.toast.text) : "",
-    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(), dropsSection()));
+    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(),
+      panelChat.section(), dropsSection()));
 }
 
 // While a form field has focus only the dashboard and drop table are refreshed in place.

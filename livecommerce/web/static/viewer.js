@@ -6,6 +6,7 @@
 import {
   h, formatMoney, formatDuration, ServerClock, randomId, videoEmbed,
 } from "./common.js";
+import { Chat } from "./chat.js";
 
 const root = document.getElementById("app");
 const SHOW = document.body.dataset.show;
@@ -38,6 +39,14 @@ const state = {
   quantity: 1,
   ended: null, // why the connection will not come back
 };
+const chat = new Chat({
+  send: (message) => {
+    if (!socket || socket.readyState !== WebSocket.OPEN || state.connection !== "live") return false;
+    socket.send(JSON.stringify(message));
+    return true;
+  },
+  canChat: () => Boolean(token) && state.connection === "live",
+});
 const payment = localStorage.getItem("lc.payment") || randomId("pay_demo_");
 localStorage.setItem("lc.payment", payment);
 
@@ -136,6 +145,11 @@ function upsertDrop(data) {
 
 function handle(msg) {
   if (typeof msg.server_time === "number") clock.sync(msg.server_time);
+  if (chat.handle(msg)) {
+    chat.render();
+    return;
+  }
+  if (msg.type === "snapshot" || msg.type === "resumed") chat.reset(msg.chat, msg.viewer);
   switch (msg.type) {
     case "snapshot":
       attempt = 0;
@@ -414,7 +428,7 @@ const slots = {
   video: h("div", { class: "video" }),
   main: h("main", { class: "content" }),
 };
-root.replaceChildren(slots.header, slots.banner, slots.video, slots.main);
+root.replaceChildren(slots.header, slots.banner, slots.video, slots.main, chat.el);
 let videoUrl = null;
 
 function render() {
@@ -439,11 +453,13 @@ function render() {
     state.order ? renderOrder(state.order) : "",
     state.notice ? h("div", { class: `notice ${state.notice.kind}`, "data-testid": "notice",
       "data-reason": state.notice.reason || "" }, state.notice.text) : "",
+    chat.pinnedEl,
     dropTabs(drop),
     drop ? renderDrop(drop) : h("section", { class: "card waiting", "data-testid": "waiting" },
       show?.state === "ended" ? "The show has ended. Thanks for watching!"
         : "Waiting for the host to drop a product..."),
   );
+  chat.render();
 }
 
 // Countdowns tick locally between messages, on the server's clock.
