@@ -37,6 +37,9 @@ WORD = re.compile(r"^\w+(?: \w+)*$")
 
 TYPES = frozenset({"chat", "react", "moderate"})
 """Client message types handled here."""
+BATCHED = frozenset({"chat", "chat_deleted", "chat_pinned", "question_answered", "chat_settings",
+                     "chat_muted"})  # fmt: skip
+"""Server pushes the hub sends in batches (with ``reactions``), never one frame each."""
 
 
 class ChatError(StrEnum):

@@ -185,6 +185,11 @@ class Client:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if kind == "batch":  # several pushes in one frame, in order (docs/protocol.md)
+            for item in message.get("messages") or ():
+                if isinstance(item, dict):
+                    self._dispatch(item)
+            return
         if kind in EVENT_REPLY_TYPES or (kind == "error" and "id" in message):
             entry = self._pending.pop(str(message.get("id")), None)
             if entry is not None and not entry[1].done():

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from livecommerce.core.errors import NotFoundError, StoreError
 from livecommerce.realtime.chat import (
+    BATCHED,
     REACTION_INTERVAL_S,
     ChatAction,
     ChatError,
@@ -81,6 +82,7 @@ class Engagement:
             "interval; each one is one frame per viewer)", registry=services.registry,
         )  # fmt: skip
         hub.handlers["reaction_tally"] = self._tally
+        hub.deferred.update(BATCHED)
 
     # -- reactions ----------------------------------------------------------------------------
     def _tally(self, topic: Topic, message: dict[str, Any]) -> None:
@@ -105,7 +107,7 @@ class Engagement:
             topic = self.hub.topics.get(show)
             if topic is not None and tally:
                 counts = tally.take()
-                self.hub.broadcast(topic, Frame(
+                self.hub.defer(topic, Frame(
                     {"type": "reactions", "ts": now, "data": {"counts": counts}}))  # fmt: skip
                 self.reaction_frames.inc()
         outgoing, self.outgoing = self.outgoing, {}

@@ -96,6 +96,7 @@ class Gateway:
             broker or RedisBroker(services.redis_url, services.keys),
             self.metrics,
             stock_interval_s=self.settings.stock_interval_s,
+            batch_interval_s=self.settings.stock_interval_s,
         )
         self.hub.on_lost = self._on_lost
         self.process_id = uuid.uuid4().hex[:12]

@@ -144,6 +144,10 @@ function upsertDrop(data) {
 }
 
 function handle(msg) {
+  if (msg.type === "batch") { // several pushes in one frame, in order
+    for (const item of msg.messages || []) handle(item);
+    return;
+  }
   if (typeof msg.server_time === "number") clock.sync(msg.server_time);
   if (chat.handle(msg)) {
     chat.render();
