@@ -180,8 +180,7 @@ class GatewaySettings:
     send_buffer_bytes: int = 262_144
     """LIVECOMMERCE_SEND_BUFFER: bytes not yet sent to a viewer before it is a slow consumer."""
     stock_interval_s: float = 0.25
-    """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop, and
-    between chat batches (chat, moderation, reactions) per show."""
+    """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock pushes per drop / chat batches."""
     drain_s: float = 10.0
     """LIVECOMMERCE_DRAIN_SECONDS: bounded wait for viewers to go on shutdown."""
     workers: int = 1
