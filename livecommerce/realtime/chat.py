@@ -34,6 +34,9 @@ MAX_SLOW_MODE_S = 3600
 MAX_MUTE_S = 7 * 24 * 3600
 MESSAGE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 WORD = re.compile(r"^\w+(?: \w+)*$")
+JOINERS = frozenset("\u200c\u200d")
+"""Format characters chat allows: the (non-)joiners of emoji sequences and some scripts. Others
+(bidi overrides, invisible separators) are refused."""
 
 TYPES = frozenset({"chat", "react", "moderate"})
 """Client message types handled here."""
@@ -108,7 +111,8 @@ def clean_text(value: object) -> str:
         raise Invalid("text", "empty message")
     if len(text) > MAX_CHAT_CHARS:
         raise Invalid("text", f"at most {MAX_CHAT_CHARS} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in text):
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in JOINERS
+           for ch in text):  # fmt: skip
         raise Invalid("text", "control characters are not allowed")
     return text
 

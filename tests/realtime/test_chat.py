@@ -92,6 +92,8 @@ def test_malformed_frames_get_bad_message_naming_the_field(msg: dict[str, Any],
 
 def test_parse_and_text_rules() -> None:
     assert clean_text(" a  b ") == "a  b"
+    family = "\U0001f469\u200d\U0001f469\u200d\U0001f467"  # an emoji ZWJ sequence
+    assert clean_text(family) == family
     with pytest.raises(Invalid):
         clean_text("")
     assert parse("react", {"reaction": "wow"}, viewer=None, name="") == React("wow", 1)
