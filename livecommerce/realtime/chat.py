@@ -27,7 +27,7 @@ REACTIONS = ("heart", "fire", "clap", "laugh", "wow")
 MAX_TAPS = 50
 """Most taps one ``react`` frame may carry (a client may batch a burst of taps)."""
 REACTION_INTERVAL_S = 0.25
-"""Reaction counts are pushed to viewers at most once per interval per show."""
+"""Default pace of reaction tallies and chat batches (LIVECOMMERCE_CHAT_INTERVAL)."""
 MAX_WORDS = 200
 MAX_WORD_CHARS = 40
 MAX_SLOW_MODE_S = 3600

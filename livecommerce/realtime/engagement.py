@@ -60,8 +60,10 @@ MESSAGES = {
 
 
 class Engagement:
-    def __init__(self, services: Services, hub: Hub, server_time: Callable[[], int]) -> None:
+    def __init__(self, services: Services, hub: Hub, server_time: Callable[[], int], *,
+                 interval_s: float = REACTION_INTERVAL_S) -> None:  # fmt: skip
         self.services = services
+        self.interval_s = interval_s or REACTION_INTERVAL_S
         self.hub = hub
         self.server_time = server_time
         self.chat: Chat = chat_of(services)
@@ -94,7 +96,7 @@ class Engagement:
         """Every interval: publish this process's taps, push the received sums."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=REACTION_INTERVAL_S)
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
             try:
                 await self.flush()
             except (StoreError, RedisError, OSError) as exc:

@@ -96,7 +96,7 @@ class Gateway:
             broker or RedisBroker(services.redis_url, services.keys),
             self.metrics,
             stock_interval_s=self.settings.stock_interval_s,
-            batch_interval_s=self.settings.stock_interval_s,
+            batch_interval_s=self.settings.chat_interval_s,
         )
         self.hub.on_lost = self._on_lost
         self.process_id = uuid.uuid4().hex[:12]
@@ -112,7 +112,8 @@ class Gateway:
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
         secret = self.settings.token_secret
         self._secret = secret.reveal() if secret is not None else None
-        self.engagement = Engagement(services, self.hub, self.server_time_ms)
+        self.engagement = Engagement(services, self.hub, self.server_time_ms,
+                                     interval_s=self.settings.chat_interval_s)  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
