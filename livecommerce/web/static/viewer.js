@@ -143,14 +143,22 @@ function upsertDrop(data) {
   state.drops.set(id, merged);
 }
 
+let inBatch = false; // render once per batch, not once per message in it
+
 function handle(msg) {
   if (msg.type === "batch") { // several pushes in one frame, in order
-    for (const item of msg.messages || []) handle(item);
+    inBatch = true;
+    try {
+      for (const item of msg.messages || []) handle(item);
+    } finally {
+      inBatch = false;
+    }
+    render();
     return;
   }
   if (typeof msg.server_time === "number") clock.sync(msg.server_time);
   if (chat.handle(msg)) {
-    chat.render();
+    if (!inBatch) chat.render();
     return;
   }
   if (msg.type === "snapshot" || msg.type === "resumed") chat.reset(msg.chat, msg.viewer);
@@ -191,7 +199,7 @@ function handle(msg) {
       if (msg.id) state.lastEventId = msg.id;
       onEvent(msg);
   }
-  render();
+  if (!inBatch) render();
 }
 
 function onEvent(msg) {
