@@ -3,7 +3,7 @@ questions and the pin. Every change that viewers must see is published on the sh
 the same step (a Lua script, or one MULTI), so every gateway process relays it.
 
 Keys are in :class:`livecommerce.store.keys.ChatKeys`; the check-then-write steps are the scripts
-``chat_post.lua`` and ``chat_moderate.lua``.
+``chat_post.lua``, ``chat_moderate.lua`` and ``chat_configure.lua``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from livecommerce.realtime.chat import HISTORY_SIZE, ChatError, ChatState, messa
 from livecommerce.store.keys import Keyspace
 from livecommerce.store.scriptrunner import ScriptRunner, build, read_source
 
-SCRIPTS = ("chat_post", "chat_moderate")
+SCRIPTS = ("chat_post", "chat_moderate", "chat_configure")
 REQUEST_TTL_MS = 10 * 60 * 1000
 """How long a chat post's request id is remembered (a resend within it is not posted again)."""
 T = TypeVar("T")
@@ -120,7 +120,7 @@ class Chat:
     async def answer(self, show: str, message: str) -> None:
         await self._moderate(show, "answer", message)
 
-    async def _publish(self, pipe: Any, show: str, kind: str, data: dict[str, Any]) -> None:
+    def _publish(self, pipe: Any, show: str, kind: str, data: dict[str, Any]) -> None:
         pipe.publish(self.keys.channel(show), orjson.dumps({"type": kind, "data": data}))
 
     async def mute(self, show: str, viewer: str, until_ms: int) -> None:
@@ -128,14 +128,14 @@ class Chat:
         k = self.keys.chat(show)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(k.mutes, viewer, str(until_ms))
-        await self._publish(pipe, show, "chat_muted", {"viewer": viewer, "until": until_ms})
+        self._publish(pipe, show, "chat_muted", {"viewer": viewer, "until": until_ms})
         await self._redis(pipe.execute())
 
     async def unmute(self, show: str, viewer: str) -> bool:
         k = self.keys.chat(show)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(k.mutes, viewer)
-        await self._publish(pipe, show, "chat_muted", {"viewer": viewer, "until": 0})
+        self._publish(pipe, show, "chat_muted", {"viewer": viewer, "until": 0})
         removed, _ = await self._redis(pipe.execute())
         return bool(removed)
 
@@ -143,24 +143,13 @@ class Chat:
         self, show: str, *, enabled: bool | None = None, slow_ms: int | None = None,
         words: list[str] | None = None,
     ) -> None:  # fmt: skip
-        """Change the rules; viewers get the new ``chat_settings`` in the same MULTI."""
+        """Change the rules; viewers get the rules now in force (``chat_settings``) in the
+        same step."""
         k = self.keys.chat(show)
-        pipe = self.redis.pipeline(transaction=True)
-        if enabled is not None:
-            pipe.hset(k.settings, "enabled", "1" if enabled else "0")
-        if slow_ms is not None:
-            pipe.hset(k.settings, "slow_ms", str(slow_ms))
-        if words is not None:
-            pipe.delete(k.words)
-            if words:
-                pipe.sadd(k.words, *words)
-        pipe.hmget(k.settings, ["enabled", "slow_ms"])
-        results = await self._redis(pipe.execute())
-        raw_enabled, raw_slow = results[-1]
-        pipe = self.redis.pipeline(transaction=False)
-        await self._publish(pipe, show, "chat_settings", {
-            "enabled": raw_enabled != b"0", "slow_mode_s": int(raw_slow or 0) / 1000})  # fmt: skip
-        await self._redis(pipe.execute())
+        args = [k.channel, "" if enabled is None else ("1" if enabled else "0"),
+                "" if slow_ms is None else str(slow_ms), "0" if words is None else "1",
+                *(words or [])]  # fmt: skip
+        await self._redis(self.runner.call("chat_configure", [k.settings, k.words], args))
 
     async def set_moderators(self, show: str, viewers: list[str]) -> None:
         k = self.keys.chat(show)
