@@ -124,25 +124,40 @@ async def _viewers(
             sockets.append(ws)
 
     await asyncio.gather(*(one(i) for i in range(count)))
+    # Every viewer reads all the time, as a real client does (chat keeps arriving between two
+    # drops); a viewer stamps the first frame holding the armed marker.
+    armed: list[str | None] = [None]
+    stamps: dict[int, int] = {}
+    complete = asyncio.Event()
+
+    async def read(i: int, ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in ws:
+                marker = armed[0]
+                if marker is not None and i not in stamps and marker in frame:
+                    stamps[i] = time.monotonic_ns()
+                    if len(stamps) == len(sockets):
+                        complete.set()
+
+    readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(sockets)]
     conn.send(("ready", len(sockets)))
     loop = asyncio.get_running_loop()
     while True:
         command = await loop.run_in_executor(None, conn.recv)
         if command == "stop":
             break
-        marker: str = command
-
-        async def wait(ws: Any, marker: str = marker) -> int:
-            while True:
-                frame = await ws.recv()
-                if marker in frame:
-                    return time.monotonic_ns()
-
+        stamps.clear()
+        complete.clear()
+        armed[0] = command
         try:
-            stamps = await asyncio.wait_for(asyncio.gather(*(wait(ws) for ws in sockets)), 60)
+            await asyncio.wait_for(complete.wait(), 60)
+            result = list(stamps.values())
         except TimeoutError:
-            stamps = []
-        conn.send(("done", stamps))
+            result = []
+        armed[0] = None
+        conn.send(("done", result))
+    for task in readers:
+        task.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
@@ -515,10 +530,13 @@ def run_chat(n: int, rounds: int, workers: int, redis_url: str, deadline: float,
             result["server_fanout_ms"] = round((after[0] - before[0]) * 1000, 2)
         return result
 
-    def window(seconds: float) -> float:
-        before = cpu_seconds(server.pid)
+    def window(seconds: float) -> tuple[float, float]:
+        """CPU seconds per second of the server, and of the viewer clients plus the load."""
+        others = [p.pid for p in viewers.procs] + [load.pid]
+        before = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in others)
         time.sleep(seconds)  # a measuring window, not synchronisation
-        return (cpu_seconds(server.pid) - before) / seconds
+        after = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in others)
+        return (after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds
 
     try:
         viewers.wait_ready(deadline)
@@ -536,10 +554,10 @@ def run_chat(n: int, rounds: int, workers: int, redis_url: str, deadline: float,
             time.sleep(0.5)
             load_pipe.send("pause")
             acks_per_s.append(load_pipe.recv()[1] / (time.monotonic() - started + 1.0))
-        idle = window(3.0)
+        idle, clients_idle = window(3.0)
         load_pipe.send("start")
         time.sleep(1.0)
-        busy = window(3.0)
+        busy, clients_busy = window(3.0)
         load_pipe.send("pause")
         load_pipe.recv()
         out: dict[str, Any] = {
@@ -556,6 +574,8 @@ def run_chat(n: int, rounds: int, workers: int, redis_url: str, deadline: float,
             "server_cpu_s_per_s_idle": round(idle, 3),
             "server_cpu_s_per_s_chat": round(busy, 3),
             "server_cpu_s_per_s_of_chat": round(busy - idle, 3),
+            "clients_cpu_s_per_s_idle": round(clients_idle, 3),
+            "clients_cpu_s_per_s_chat": round(clients_busy, 3),
         }
         if "last_ms" in out["no_chat"] and "last_ms" in out["chat"]:
             out["last_ratio_chat_vs_no_chat"] = round(
