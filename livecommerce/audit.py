@@ -240,12 +240,17 @@ class _Checker:
             self.fail(where, f"sold={sold} is negative")
         if restocked < 0:
             self.fail(where, f"restocked={restocked} is negative")
-        if remaining + held + sold != quantity + restocked:
+        # Units a pooled drop gave back to its SKU's pool (0 without a pool: docs/stock-sync.md).
+        returned = _int(rec.get("returned", "0")) or 0
+        if returned < 0:
+            self.fail(where, f"returned={returned} is negative")
+        if remaining + held + sold + returned != quantity + restocked:
+            gave = f" + returned {returned}" if returned else ""
             self.fail(
                 where,
-                f"remaining {remaining} + held {held} + sold {sold} = "
-                f"{remaining + held + sold} != quantity {quantity} + restocked {restocked} = "
-                f"{quantity + restocked}",
+                f"remaining {remaining} + held {held} + sold {sold}{gave} = "
+                f"{remaining + held + sold + returned} != quantity {quantity} + restocked "
+                f"{restocked} = {quantity + restocked}",
             )
         if sold > quantity + restocked:
             self.fail(where, f"sold {sold} units of {quantity + restocked} in stock: oversold")
@@ -499,6 +504,10 @@ async def audit(redis: aioredis.Redis, keyspace: Keyspace, show: str | None = No
     report = AuditReport()
     for one in shows:
         report.merge(await audit_show(redis, keyspace, one))
+    if show is None:
+        from livecommerce.pool_audit import audit_pools  # the SKU pools, across slots
+
+        report.violations.extend((await audit_pools(redis, keyspace)).violations)
     return report
 
 
