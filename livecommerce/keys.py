@@ -41,6 +41,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:pools                set     skus that have a stock pool
     P:xfers                set     skus that may have pending transfers (recovery worklist)
     P:pooled               set     "<show>/<drop>" pooled drops not yet settled for good
+    P:syncitems:<source>   hash    a source's item id -> sku (Shopify inventory_item_id)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
     P:deadletters          stream  orders the relay gave up on (with the last error)
     P:aofbarrier           string  written before each WAITAOF round (durability.AofBarrier)
@@ -181,6 +182,9 @@ class Keyspace:
     @property
     def pooled(self) -> str:
         return f"{self.prefix}:pooled"
+
+    def sync_items(self, source: str) -> str:
+        return f"{self.prefix}:syncitems:{source}"
 
     # -- global indexes --------------------------------------------------------------------------
     @property

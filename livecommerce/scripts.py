@@ -43,8 +43,9 @@ SCRIPT_NAMES = (
     "pool_settle",
     "pool_credit",
     "audit_read",
+    "product_sync",
 )
-_STANDALONE = {"show_update", "audit_read"}
+_STANDALONE = {"show_update", "audit_read", "product_sync"}
 _POOL_LIB = "_pool.lua"
 """Prepended to the SKU pool scripts (``pool_*``) instead of ``_lib.lua``."""
 

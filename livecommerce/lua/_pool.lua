@@ -37,6 +37,7 @@ end
 local function ledger_view(l)
   local v = {}
   for _, f in ipairs(FIELDS) do v[f] = l[f] end
+  v.version = fmt(l.version)  -- a string: cjson would round a 16-digit number (microseconds)
   v.allocated = l.out - l.back - l.sold
   return v
 end
