@@ -269,6 +269,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         stock_shortfall=env.choice("STOCK_SHORTFALL", "reduce", ("reduce", "close", "keep")),
         sync_secrets=env.secret("SYNC_SECRETS"),
     )
+    if inventory.sync_secrets is not None:
+        for item in inventory.sync_secrets.reveal().split(","):
+            name, sep, secrets = item.strip().partition("=")
+            if item.strip() and (not sep or not name.strip() or not secrets.split()):
+                raise ConfigError(PREFIX + "SYNC_SECRETS", "expected name=secret[ secret],...")
     token_secret = env.secret("TOKEN_SECRET")
     if token_secret is not None and len(token_secret.reveal().encode()) < 32:
         # HS256 keys shorter than the hash are guessable offline from one token (RFC 7518 3.2).

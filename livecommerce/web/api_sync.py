@@ -1,5 +1,5 @@
 """Host API handlers of the stock sync: the signed inbound endpoints of each source, the bulk
-import, and the stock view of the control panel (routes in :data:`hostapi.OPERATIONS`).
+import, and the stock view of the control panel (routes in ``web.hostapi.OPERATIONS``).
 
 - ``POST /api/sync/{source}``: a Standard Webhooks message from one source (``stocksync``).
 - ``POST /api/sync/{source}/shopify``: a Shopify webhook (``shopify``), same effect.

@@ -1,7 +1,7 @@
 -- Shared helpers of the SKU pool scripts (pool_*), prepended when they are loaded.
 --
 -- KEYS[1] is always the SKU's ledger hash (keys.SkuKeys.pool). Ledger invariant, kept by every
--- pool script and checked by livecommerce.pool_audit (docs/stock-sync.md):
+-- pool script and checked by livecommerce.store.pool_audit (docs/stock-sync.md):
 --   pool + out - back == on_hand + adjust,  pool >= 0,  short >= 0,  pool == 0 or short == 0
 -- Scripts validate everything before their first write: Lua does not roll back.
 
