@@ -292,6 +292,9 @@ class Pools:
         )
         result = orjson.loads(raw)
         if not result["ok"]:
+            # Listed ahead of an allocation that was refused (or not applied yet): off the
+            # worklist. A step 2 that does apply adds it back before its intent is settled.
+            await self._r(self.redis.srem(self.keys.pooled, drop_member(show, drop)))
             return 0, None
         view = result["drop"]
         sku = view["sku"]
@@ -358,4 +361,11 @@ class Pools:
             show, drop = parse_drop_member(member.decode())
             await self.settle_drop(show, drop)
             settled += 1
+        # A shortfall left when the open drops had nothing unsold (all held): holds released
+        # since then are taken back now.
+        if self.shortfall is not Shortfall.KEEP:
+            skus = sorted(m.decode() for m in await self._r(self.redis.smembers(self.keys.pools)))
+            for sku, ledger in (await self.ledgers(skus)).items():
+                if ledger.short > 0:
+                    await self.cover_shortfall(sku)
         return transfers, settled

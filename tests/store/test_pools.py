@@ -262,3 +262,31 @@ async def test_audit_catches_a_unit_made_out_of_nothing(inv: Inventory) -> None:
     await inv.redis.hincrby(inv.keys.sku(SKU).pool, "pool", 5)
     report = await audit(inv.redis, inv.keys)
     assert any("ledger pool" in v for v in report.violations)
+
+
+async def test_a_refused_allocation_leaves_nothing_on_the_worklists(inv: Inventory) -> None:
+    await inv.pools.report(SKU, 3, 1)
+    with pytest.raises(ConflictError):
+        await inv.create_drop("s1", spec("d1", 5))
+    await inv.pools.recover(0)
+    assert not await inv.redis.sismember(inv.keys.pooled, "s1/d1")
+    assert not await inv.redis.sismember(inv.keys.pending_xfers, SKU)
+    await assert_audit(inv)
+
+
+async def test_a_shortfall_on_held_units_is_covered_once_they_are_released(
+    inv: Inventory,
+) -> None:
+    await inv.pools.report(SKU, 4, 1)
+    await inv.create_drop("s1", spec("d1", 4))
+    holds = [(await inv.reserve("s1", "d1", f"v{i}", 1, f"r{i}")).hold for i in range(4)]
+    update = await inv.pools.report(SKU, 1, 2)  # 3 short, but every unit is held
+    assert update.reduced == 0 and update.ledger and update.ledger.short == 3
+    for i, hold in enumerate(holds[:3]):
+        assert hold is not None and (await inv.cancel("s1", hold.id, f"v{i}")).ok
+    await inv.pools.recover(0)
+    ledger = await inv.pools.ledger(SKU)
+    assert ledger and (ledger.short, ledger.pool, ledger.allocated) == (0, 0, 1)
+    view = await inv.get_drop("s1", "d1")
+    assert view and (view["remaining"], view["held"]) == (0, 1)
+    await assert_audit(inv)
