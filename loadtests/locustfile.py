@@ -432,6 +432,11 @@ class ViewerUser(User):
 
     def _on_message(self, msg: dict[str, Any], length: int) -> None:
         kind = msg.get("type")
+        if kind == "batch":  # several pushes in one frame (docs/protocol.md, "Batches")
+            for item in msg.get("messages") or ():
+                if isinstance(item, dict):
+                    self._on_message(item, length)
+            return
         if kind in ("result", "pong") or (kind == "error" and msg.get("id") in self.pending):
             waiter = self.pending.pop(str(msg.get("id")), None)
             if waiter is not None:

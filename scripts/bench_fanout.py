@@ -8,6 +8,14 @@ every viewer records when the drop event arrived (CLOCK_MONOTONIC is shared by a
 Prints JSON and saves a PNG plot. Bounded runtime (``--deadline``)::
 
     .venv/bin/python scripts/bench_fanout.py --viewers 1000,5000,10000 --rounds 5
+
+``--mode chat``: the same drop with and without chat load, in one run and on one gateway
+process: chatters post ``--chat-rate`` messages/s in total, reactors send a storm of reaction
+taps, and a drop is opened in the middle; it reports the drop's time-to-last-viewer without and
+with the load, the bare ``websockets.broadcast`` figure for the same viewers, and the server's
+CPU seconds per second of chat (measured over a window of chat load alone, minus an idle one)::
+
+    .venv/bin/python scripts/bench_fanout.py --mode chat --viewers 10000 --rounds 3
 """
 
 from __future__ import annotations
@@ -116,25 +124,42 @@ async def _viewers(
             sockets.append(ws)
 
     await asyncio.gather(*(one(i) for i in range(count)))
+    # Every viewer reads all the time, as a real client does (chat keeps arriving between two
+    # drops); a viewer stamps the first frame holding the armed marker.
+    armed: list[str | None] = [None]
+    stamps: dict[int, int] = {}
+    complete = asyncio.Event()
+
+    closed: set[int] = set()
+
+    async def read(i: int, ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in ws:
+                marker = armed[0]
+                if marker is not None and i not in stamps and marker in frame:
+                    stamps[i] = time.monotonic_ns()
+                    if len(stamps) == len(sockets) - len(closed):
+                        complete.set()
+        closed.add(i)  # e.g. closed by the server as a slow consumer (4008)
+        if armed[0] is not None and len(stamps) >= len(sockets) - len(closed):
+            complete.set()
+
+    readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(sockets)]
     conn.send(("ready", len(sockets)))
     loop = asyncio.get_running_loop()
     while True:
         command = await loop.run_in_executor(None, conn.recv)
         if command == "stop":
             break
-        marker: str = command
-
-        async def wait(ws: Any, marker: str = marker) -> int:
-            while True:
-                frame = await ws.recv()
-                if marker in frame:
-                    return time.monotonic_ns()
-
-        try:
-            stamps = await asyncio.wait_for(asyncio.gather(*(wait(ws) for ws in sockets)), 60)
-        except TimeoutError:
-            stamps = []
-        conn.send(("done", stamps))
+        stamps.clear()
+        complete.clear()
+        armed[0] = command
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(complete.wait(), 60)
+        armed[0] = None
+        conn.send(("done", list(stamps.values())))  # fewer than expected: some were closed
+    for task in readers:
+        task.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
@@ -343,6 +368,248 @@ def run_gateway(n: int, rounds: int, workers: int, processes: int, redis_url: st
             proc.wait(10)
 
 
+# -- chat mode -------------------------------------------------------------------------------------
+def chat_load_worker(url: str, chatters: int, rate: float, reactors: int, taps_per_s: int,
+                     conn: Connection) -> None:  # fmt: skip
+    """Chatters posting ``rate`` messages/s in total and reactors tapping ``taps_per_s`` in
+    total, until told to stop; every connection also reads (and drops) what it receives."""
+    raise_fd_limit()
+    asyncio.run(_chat_load(url, chatters, rate, reactors, taps_per_s, conn))
+
+
+async def _chat_load(url: str, chatters: int, rate: float, reactors: int, taps_per_s: int,
+                     conn: Connection) -> None:  # fmt: skip
+    from websockets.asyncio.client import connect
+
+    from livecommerce.realtime.tokens import mint
+
+    sockets = []
+    for i in range(chatters + reactors):
+        ws = await connect(url, subprotocols=[SUBPROTOCOL], compression=None,  # type: ignore[list-item]
+                           ping_interval=None, max_queue=None)  # fmt: skip
+        join: dict[str, Any] = {"type": "join", "show": "bench"}
+        if i < chatters:
+            join["token"] = mint(SECRET, f"chatter{i}", 3600, name=f"Chatter {i}")
+        await ws.send(json.dumps(join))
+        await ws.recv()
+        sockets.append(ws)
+    acks = [0]
+
+    async def drain(ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in ws:
+                if '"chat_ack"' in frame:
+                    acks[0] += 1
+
+    readers = [asyncio.create_task(drain(ws)) for ws in sockets]
+    conn.send("ready")
+    loop = asyncio.get_running_loop()
+    running = asyncio.Event()
+
+    async def post(ws: Any, who: int) -> None:
+        n = 0
+        while True:
+            await running.wait()
+            n += 1
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "chat",
+                        "id": f"c{who}-{n}",
+                        "text": f"message {n} from chatter {who}: is it blue?",
+                    }
+                )
+            )
+            await asyncio.sleep(chatters / rate)  # pacing of the load, not synchronisation
+
+    async def tap(ws: Any) -> None:
+        per_frame = 50
+        frames_per_s = max(1.0, taps_per_s / per_frame / max(reactors, 1))
+        while True:
+            await running.wait()
+            await ws.send('{"type":"react","reaction":"heart","count":50}')
+            await asyncio.sleep(1 / frames_per_s)
+
+    tasks = [asyncio.create_task(post(ws, i)) for i, ws in enumerate(sockets[:chatters])]
+    tasks += [asyncio.create_task(tap(ws)) for ws in sockets[chatters:]]
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        if command == "start":
+            acks[0] = 0
+            running.set()
+        elif command == "pause":
+            running.clear()
+            conn.send(("acks", acks[0]))
+        else:
+            break
+    for task in [*tasks, *readers]:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+def run_chat(n: int, rounds: int, workers: int, redis_url: str, deadline: float, logdir: Path,
+             chat_rate: float, taps_per_s: int) -> dict[str, Any]:  # fmt: skip
+    import redis.asyncio as aioredis
+
+    from livecommerce.core.config import InventorySettings, Settings
+    from livecommerce.core.model import DropSpec
+    from livecommerce.store.inventory import Inventory
+    from livecommerce.store.keys import Keyspace
+
+    prefix = f"benchchat{os.getpid()}{n}"
+    keys = Keyspace(prefix)
+    settings = Settings(inventory=InventorySettings())
+
+    async def setup() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        inv = Inventory(client, keys, settings)
+        await inv.load()
+        await inv.create_show("bench", title="Bench")
+        await inv.start_show("bench")
+        await client.aclose()
+
+    asyncio.run(setup())
+    port = free_port()
+    env = {**os.environ, "LIVECOMMERCE_REDIS_URL": redis_url, "LIVECOMMERCE_KEY_PREFIX": prefix,
+           "LIVECOMMERCE_TOKEN_SECRET": SECRET, "LIVECOMMERCE_DEMO": "false",
+           "LIVECOMMERCE_LOG_LEVEL": "warning", "LIVECOMMERCE_SEND_QUEUE": "4096"}  # fmt: skip
+    log = (logdir / f"gw-chat-{n}-{port}.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "livecommerce", "serve", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    import httpx
+
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("gateway not ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                break
+        time.sleep(0.1)
+    url = f"ws://127.0.0.1:{port}/ws"
+    ctx = mp.get_context("spawn")
+    load_pipe, child = ctx.Pipe()
+    chatters = max(1, int(chat_rate // 5))  # 5 messages/s each: far under the rate limit
+    reactors = 20
+    load = ctx.Process(target=chat_load_worker, daemon=True,
+                       args=(url, chatters, chat_rate, reactors, taps_per_s, child))  # fmt: skip
+    load.start()
+    viewers = Viewers([url], n, "bench", workers)
+
+    async def trigger(r: int, tag: str) -> int:
+        client = aioredis.Redis.from_url(redis_url)
+        inv = Inventory(client, keys, settings)
+        await inv.load()
+        spec = DropSpec(
+            id=f"{tag}{r}", sku=f"BENCH-{tag}-{r}", title=str(SAMPLE_DROP["title"]),
+            quantity=500, limit=2, prices={"EUR": 12900}, description="A" * 200,
+            image_url=str(SAMPLE_DROP["image_url"]),
+        )  # fmt: skip
+        t0 = time.monotonic_ns()
+        await inv.create_drop("bench", spec)
+        await client.aclose()
+        return t0
+
+    def fanout_sum() -> tuple[float, float]:
+        """The gateway's own time to hand durable events to every viewer (its histogram)."""
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("livecommerce_fanout_seconds_sum", "livecommerce_fanout_seconds_count"):
+                values[name] = float(value)
+        return values["livecommerce_fanout_seconds_sum"], values[
+            "livecommerce_fanout_seconds_count"
+        ]
+
+    def measure(r: int, tag: str) -> dict[str, float]:
+        viewers.arm(f'"sku":"BENCH-{tag}-{r}"')
+        time.sleep(0.5)  # let every worker arm (benchmark pacing, not a test)
+        before = fanout_sum()
+        t0 = asyncio.run(trigger(r, tag))
+        result = summarise(t0, viewers.collect(), n)
+        after = fanout_sum()
+        if after[1] > before[1]:  # the drop event(s): server-side hand-off to 10k outboxes
+            result["server_fanout_ms"] = round((after[0] - before[0]) * 1000, 2)
+        return result
+
+    def window(seconds: float) -> tuple[float, float]:
+        """CPU seconds per second of the server, and of the viewer clients plus the load."""
+        others = [p.pid for p in viewers.procs] + [load.pid]
+        before = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in others)
+        time.sleep(seconds)  # a measuring window, not synchronisation
+        after = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in others)
+        return (after[0] - before[0]) / seconds, (after[1] - before[1]) / seconds
+
+    try:
+        viewers.wait_ready(deadline)
+        if not load_pipe.poll(max(1.0, deadline - time.monotonic())):
+            raise TimeoutError("chat load did not connect")
+        load_pipe.recv()
+        quiet, loaded = [], []
+        acks_per_s = []
+        for r in range(rounds):
+            quiet.append(measure(r, "q"))
+            load_pipe.send("start")
+            time.sleep(1.0)  # the chat load is running before the drop opens in its middle
+            started = time.monotonic()
+            loaded.append(measure(r, "c"))
+            time.sleep(0.5)
+            load_pipe.send("pause")
+            acks_per_s.append(load_pipe.recv()[1] / (time.monotonic() - started + 1.0))
+        idle, clients_idle = window(3.0)
+        load_pipe.send("start")
+        time.sleep(1.0)
+        busy, clients_busy = window(3.0)
+        load_pipe.send("pause")
+        load_pipe.recv()
+        out: dict[str, Any] = {
+            "no_chat": aggregate(quiet),
+            "chat": aggregate(loaded),
+            "server_fanout_ms_no_chat": statistics.median(
+                [q.get("server_fanout_ms", 0.0) for q in quiet]
+            ),
+            "server_fanout_ms_chat": statistics.median(
+                [c.get("server_fanout_ms", 0.0) for c in loaded]
+            ),
+            "chat_messages_per_s": round(statistics.median(acks_per_s), 1),
+            "reaction_taps_per_s": taps_per_s,
+            "server_cpu_s_per_s_idle": round(idle, 3),
+            "server_cpu_s_per_s_chat": round(busy, 3),
+            "server_cpu_s_per_s_of_chat": round(busy - idle, 3),
+            "clients_cpu_s_per_s_idle": round(clients_idle, 3),
+            "clients_cpu_s_per_s_chat": round(clients_busy, 3),
+        }
+        if "last_ms" in out["no_chat"] and "last_ms" in out["chat"]:
+            out["last_ratio_chat_vs_no_chat"] = round(
+                out["chat"]["last_ms"] / out["no_chat"]["last_ms"], 2)  # fmt: skip
+        return out
+    finally:
+        with contextlib.suppress(OSError):
+            load_pipe.send("stop")
+        load.join(10)
+        if load.is_alive():
+            load.kill()
+        viewers.stop()
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+
+
+def main_chat(
+    args: argparse.Namespace, deadline: float, valkey_url: str, tmp: Path
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for n in (int(x) for x in args.viewers.split(",")):
+        row: dict[str, Any] = {"baseline": run_baseline(n, args.rounds, args.workers, deadline)}
+        row["gateway_1"] = run_chat(n, args.rounds, args.workers, valkey_url, deadline, tmp,
+                                    args.chat_rate, args.taps)  # fmt: skip
+        base, quiet = row["baseline"].get("last_ms"), row["gateway_1"]["no_chat"].get("last_ms")
+        if base and quiet:
+            row["last_ratio_no_chat_vs_baseline"] = round(quiet / base, 2)
+        results[str(n)] = row
+        print(json.dumps({str(n): row}), file=sys.stderr)
+    return results
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -376,6 +643,9 @@ def main() -> int:
     parser.add_argument(
         "--skip", default="", help="comma list: baseline,baseline_deflate,gateway_1,gateway_2"
     )
+    parser.add_argument("--mode", choices=("drop", "chat"), default="drop")
+    parser.add_argument("--chat-rate", type=float, default=50.0, help="chat messages/s (chat)")
+    parser.add_argument("--taps", type=int, default=10_000, help="reaction taps/s (chat)")
     args = parser.parse_args()
     hard = raise_fd_limit()
     deadline = time.monotonic() + args.deadline
@@ -386,6 +656,22 @@ def main() -> int:
     valkey.start()
     results: dict[str, Any] = {}
     skip = set(args.skip.split(","))
+    if args.mode == "chat":
+        try:
+            results = main_chat(args, deadline, valkey.url, tmp)
+        finally:
+            valkey.stop()
+        report = {
+            "cpus": os.cpu_count(),
+            "rounds": args.rounds,
+            "mode": "chat",
+            "chat_rate": args.chat_rate,
+            "taps_per_s": args.taps,
+            "results": results,
+        }
+        Path(args.out + ".json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        return 0
     try:
         for n in (int(x) for x in args.viewers.split(",")):
             if n + 100 > hard:

@@ -56,6 +56,19 @@ def next_id(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
+KEEP_RECENT = 50
+"""Acknowledged orders the trim leaves in each orders stream: the dashboard's "Confirmed orders"
+feed shows the newest ones, so it agrees with the sales tiles after delivery too."""
+
+
+def keep_floor(floor: str, newest: list[str], keep: int) -> str | None:
+    """``floor`` lowered so the ``keep`` newest ids (``newest``, newest first) stay; None when
+    the stream holds no more than ``keep`` entries (nothing to trim)."""
+    if len(newest) < keep:
+        return None
+    return min(floor, newest[-1], key=parse_id)
+
+
 @dataclass(frozen=True)
 class GroupPosition:
     """What one consumer group on a stream still needs: its PEL and last delivered id."""

@@ -56,9 +56,11 @@ from livecommerce.fulfillment.acks import Acks
 from livecommerce.fulfillment.delivery import Deliverer, HttpDeliverer
 from livecommerce.fulfillment.metrics import RelayMetrics
 from livecommerce.fulfillment.policy import (
+    KEEP_RECENT,
     GroupPosition,
     backoff_delay,
     failure_reason,
+    keep_floor,
     parse_id,
     trim_floor,
 )
@@ -119,8 +121,10 @@ class Relay:
         rand: Callable[[], float] = random.random,
         block_ms: int = 500,
         url: str = "",
+        keep_recent: int = KEEP_RECENT,
     ) -> None:
         self.redis = redis
+        self.keep_recent = keep_recent
         self.keys = keyspace
         self.settings = settings
         self.deliverer = deliverer
@@ -505,11 +509,16 @@ class Relay:
         return out
 
     async def trim(self) -> int:
-        """Trim every orders stream below what all its consumer groups acknowledged."""
+        """Trim every orders stream below what all its consumer groups acknowledged, keeping
+        the newest ``keep_recent`` entries (the host dashboard's order feed reads them)."""
         removed = 0
         for stream in list(self._streams):
             try:
                 floor = trim_floor(await self._positions(stream))
+                if floor is not None and self.keep_recent > 0:
+                    newest: Any = await self.redis.xrevrange(stream, count=self.keep_recent)
+                    floor = keep_floor(floor, [_s(entry_id) for entry_id, _ in newest],
+                                       self.keep_recent)  # fmt: skip
             except ResponseError:
                 continue  # the stream vanished
             if floor is not None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from livecommerce import __version__
-from livecommerce.core.config import load
+from livecommerce.core.config import Secret, load
 from livecommerce.core.errors import LivecommerceError
 
 # Modules that add their own subcommands with ``register(subparsers)``.
@@ -48,13 +48,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from livecommerce.ops.runner import with_dev_secrets
     from livecommerce.realtime.tokens import mint
 
-    settings = with_dev_secrets(load())
-    assert settings.gateway.token_secret is not None
+    _set_env("DATA_DIR", args.data_dir)
+    settings = load()
+    secret = settings.gateway.token_secret
+    if secret is not None:
+        source = "LIVECOMMERCE_TOKEN_SECRET"
+    else:
+        # The server's development secret lives in its data dir: sign with that very one, and
+        # never invent a fresh secret that no server uses (its tokens would fail auth_failed).
+        path = (settings.redis.data_dir / "token_secret").resolve()
+        if not path.exists():
+            print(
+                f"livecommerce token: no development secret at {path}: no server has run with "
+                f"LIVECOMMERCE_DATA_DIR={path.parent}. Pass --data-dir (the server's "
+                "LIVECOMMERCE_DATA_DIR) or set LIVECOMMERCE_TOKEN_SECRET.",
+                file=sys.stderr,
+            )
+            return 2
+        secret = Secret(path.read_text().strip())
+        source = f"the development secret in {path} (server LIVECOMMERCE_DATA_DIR={path.parent})"
     ttl = args.ttl or settings.gateway.token_ttl_s
-    print(mint(settings.gateway.token_secret.reveal(), args.viewer, ttl))
+    print(mint(secret.reveal(), args.viewer, ttl, name=args.name))
+    print(f"livecommerce token: signed with {source}", file=sys.stderr)
     return 0
 
 
@@ -80,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="mint a signed viewer token (development)")
     p.add_argument("viewer", help="viewer id")
     p.add_argument("--ttl", type=int, help="seconds (LIVECOMMERCE_TOKEN_TTL)")
+    p.add_argument("--name", help="display name shown in chat (default: the viewer id)")
+    p.add_argument("--data-dir", help="LIVECOMMERCE_DATA_DIR of the server (its dev secret)")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("config", help="print the effective configuration (secrets masked)")

@@ -33,7 +33,7 @@ from livecommerce.core.errors import LivecommerceError, ProtocolError
 from livecommerce.realtime.codec import Encoding, decode, encode
 from livecommerce.realtime.protocol import RECONNECTABLE
 
-EVENT_REPLY_TYPES = frozenset({"result", "pong"})
+EVENT_REPLY_TYPES = frozenset({"result", "pong", "chat_ack", "moderated"})
 
 
 class ClientClosed(LivecommerceError):
@@ -185,6 +185,11 @@ class Client:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if kind == "batch":  # several pushes in one frame, in order (docs/protocol.md)
+            for item in message.get("messages") or ():
+                if isinstance(item, dict):
+                    self._dispatch(item)
+            return
         if kind in EVENT_REPLY_TYPES or (kind == "error" and "id" in message):
             entry = self._pending.pop(str(message.get("id")), None)
             if entry is not None and not entry[1].done():
@@ -259,6 +264,23 @@ class Client:
 
     async def ping(self) -> dict[str, Any]:
         return await self.request({"type": "ping"})
+
+    async def chat(self, text: str, *, question: bool = False,
+                   request_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Post a chat message; returns ``chat_ack`` or the ``error`` refusing it."""
+        msg: dict[str, Any] = {"type": "chat", "text": text, "question": question}
+        return await self.request(_opt(msg, id=request_id))
+
+    async def react(self, reaction: str, count: int = 1) -> None:
+        """Send taps (no reply: they come back summed in ``reactions`` messages)."""
+        assert self._ws is not None
+        await self._ws.send(encode(self.encoding, {"type": "react", "reaction": reaction,
+                                                   "count": count}))  # fmt: skip
+
+    async def moderate(self, action: str, **fields: Any) -> dict[str, Any]:
+        """A moderator's ``delete`` (message=...), ``mute`` (viewer=..., duration_s=...) or
+        ``unmute`` (viewer=...); returns ``moderated`` or the ``error``."""
+        return await self.request({"type": "moderate", "action": action, **fields})
 
 
 def _opt(message: dict[str, Any], **optional: Any) -> dict[str, Any]:

@@ -96,6 +96,12 @@ class Frame:
         self._wire_text: bytes | None = None
         self._wire_binary: bytes | None = None
 
+    def after(self, floor: tuple[int, int]) -> Frame | None:
+        """This frame, or None when it is a durable event at or before ``floor``."""
+        if self.event_id is not None and parse_event_id(self.event_id) <= floor:
+            return None
+        return self
+
     def payload(self, encoding: Encoding) -> str | bytes:
         if encoding is Encoding.JSON:
             if self._json is None:

@@ -28,7 +28,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import Outcome, drop_view
 from livecommerce.realtime.broker import Broker, RedisBroker
+from livecommerce.realtime.chat import Moderate, Post, React
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
 from livecommerce.realtime.outbox import Outbox
@@ -94,6 +96,7 @@ class Gateway:
             broker or RedisBroker(services.redis_url, services.keys),
             self.metrics,
             stock_interval_s=self.settings.stock_interval_s,
+            batch_interval_s=self.settings.chat_interval_s,
         )
         self.hub.on_lost = self._on_lost
         self.process_id = uuid.uuid4().hex[:12]
@@ -109,12 +112,15 @@ class Gateway:
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
         secret = self.settings.token_secret
         self._secret = secret.reveal() if secret is not None else None
+        self.engagement = Engagement(services, self.hub, self.server_time_ms,
+                                     interval_s=self.settings.chat_interval_s)  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.hub.start()
         await self._refresh_clock()
         self._spawn(self._count_viewers(), "viewer-count")
+        self._spawn(self.engagement.run(self._stop), "reactions")
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - the app's interface
         """Close every viewer with 4000 (reconnect) and wait, bounded, for them to go."""
@@ -241,6 +247,8 @@ class Gateway:
                         return
                 elif isinstance(action, Command):
                     await self._command(conn, action)
+                elif isinstance(action, Post | React | Moderate):
+                    await self.engagement.handle(conn, action)
                 elif isinstance(action, Close):
                     await self._close(conn, action.code, action.reason)
                     return
@@ -289,7 +297,7 @@ class Gateway:
                 conn.send({
                     "type": "resumed", "server_time": self.server_time_ms(),
                     "viewer": join.viewer, "show": show, "from": join.last_event_id,
-                    "missed": len(events),
+                    "missed": len(events), "chat": await self.engagement.chat_state(show),
                 })  # fmt: skip
                 for event in events:
                     conn.outbox.push(Frame(event, event_id=event["id"]))
@@ -308,6 +316,7 @@ class Gateway:
             viewers=max(topic.viewers if topic else 0, len(topic.outboxes) if topic else 1),
             resumed=join.last_event_id is not None,
             gap=join.last_event_id is not None,
+            chat=await self.engagement.chat_state(show),
         )
         conn.send(snapshot)
         conn.outbox.release(snapshot["last_event_id"])

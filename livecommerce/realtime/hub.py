@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from livecommerce.realtime.batch import Batch, batch_of
 from livecommerce.realtime.broker import Broker
 from livecommerce.realtime.codec import Frame
 from livecommerce.realtime.metrics import GatewayMetrics
@@ -49,18 +50,29 @@ class Topic:
         self.last_flush = 0.0
         self.flush_timer: asyncio.TimerHandle | None = None
         self.viewers = 0
+        self.pending: list[Frame] = []
+        """Deferred pushes (chat, reactions) waiting for the next batch."""
+        self.batch_timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.last_batch = 0.0
 
 
 class Hub:
     def __init__(self, broker: Broker, metrics: GatewayMetrics, *, stock_interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 batch_interval_s: float = 0.0) -> None:  # fmt: skip
         self.broker = broker
+        self.batch_interval_s = batch_interval_s
+        self.deferred: set[str] = set()
+        """Message types sent in batches (:meth:`defer`) rather than one frame each."""
         self.metrics = metrics
         self.stock_interval_s = stock_interval_s
         self.clock = clock
         self.topics: dict[str, Topic] = {}
         self._lock = asyncio.Lock()
         self.on_lost: Callable[[], None] | None = None
+        self.handlers: dict[str, Callable[[Topic, dict[str, Any]], None]] = {}
+        """Message types this process consumes itself instead of relaying to viewers
+        (``reaction_tally``: summed by :mod:`livecommerce.realtime.engagement`)."""
 
     async def start(self) -> None:
         await self.broker.start(self.dispatch, self._lost)
@@ -69,6 +81,8 @@ class Hub:
         for topic in self.topics.values():
             if topic.flush_timer is not None:
                 topic.flush_timer.cancel()
+            if topic.batch_timer is not None:
+                topic.batch_timer.cancel()
         self.topics.clear()
         await self.broker.stop()
 
@@ -111,6 +125,8 @@ class Hub:
         if topic.outboxes:
             return
         del self.topics[show]
+        if topic.batch_timer is not None:
+            topic.batch_timer.cancel()
         if topic.flush_timer is not None:
             topic.flush_timer.cancel()
         async with self._lock:
@@ -130,6 +146,10 @@ class Hub:
             kind = message["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("undecodable message on show %s", show)
+            return
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
+        if handler is not None:
+            handler(topic, message)
             return
         data = message.get("data")
         if kind == "stock":
@@ -151,7 +171,43 @@ class Hub:
             }
             topic.stock_ts[data["id"]] = int(message.get("ts") or 0)
         frame = Frame(message, json=raw.decode(), event_id=event_id if event_id else None)
+        if kind in self.deferred:
+            self.defer(topic, frame)
+            return
+        if topic.pending:  # a durable event takes the waiting pushes along, in one frame
+            if topic.batch_timer is not None:
+                topic.batch_timer.cancel()
+                topic.batch_timer = None
+            frames, topic.pending = [*topic.pending, frame], []
+            topic.last_batch = self.clock()
+            frame = Batch(frames)
         self.broadcast(topic, frame, event=True)
+
+    # -- batches ------------------------------------------------------------------------------
+    def defer(self, topic: Topic, frame: Frame) -> None:
+        """Send ``frame`` with the show's next batch: at the end of this loop turn, or, when a
+        batch went out less than ``batch_interval_s`` ago, when that interval is over. Every
+        viewer of the show gets the same batch frame, encoded once per encoding."""
+        topic.pending.append(frame)
+        if topic.batch_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = topic.last_batch + self.batch_interval_s - self.clock()
+        if wait > 0:
+            topic.batch_timer = loop.call_later(wait, self._send_batch, topic)
+        else:
+            topic.batch_timer = loop.call_soon(self._send_batch, topic)
+
+    def _send_batch(self, topic: Topic) -> None:
+        topic.batch_timer = None
+        topic.last_batch = self.clock()
+        frames, topic.pending = topic.pending, []
+        if self.topics.get(topic.show) is not topic:
+            return
+        frame = batch_of(frames)
+        if frame is not None:
+            self.metrics.batched.inc(len(frames))
+            self.broadcast(topic, frame)
 
     def broadcast(self, topic: Topic, frame: Frame, *, event: bool = False) -> None:
         started = time.perf_counter()

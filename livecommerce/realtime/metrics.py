@@ -31,6 +31,10 @@ class GatewayMetrics:
             "livecommerce_events_fanned_out", "Durable show events fanned out to local viewers.",
             registry=registry,
         )  # fmt: skip
+        self.batched = Counter(
+            "livecommerce_batched_messages", "Chat-class pushes sent inside batch frames "
+            "(per show, not per viewer)", registry=registry,
+        )  # fmt: skip
         self.frames = Counter(
             "livecommerce_frames_sent", "Frames handed to viewers by the hub (events x viewers).",
             registry=registry,

@@ -148,9 +148,9 @@ class Outbox:
         held, self._held = self._held or [], None
         floor = parse_event_id(after_event_id) if after_event_id else (0, 0)
         for frame in held:
-            if frame.event_id is not None and parse_event_id(frame.event_id) <= floor:
-                continue
-            self.push(frame)
+            kept = frame.after(floor)  # a batch keeps what the snapshot did not reflect
+            if kept is not None:
+                self.push(kept)
 
     # -- sending ------------------------------------------------------------------------------
     def push(self, frame: Frame) -> None:

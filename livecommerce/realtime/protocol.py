@@ -16,7 +16,7 @@ from typing import Any
 
 from livecommerce.core.errors import AuthError, ProtocolError
 from livecommerce.core.model import CURRENCY, HOLD_ID, REQUEST_ID, Outcome, valid_id
-from livecommerce.realtime import tokens
+from livecommerce.realtime import chat, tokens
 from livecommerce.realtime.codec import Encoding, decode
 
 EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -109,7 +109,7 @@ class Close:
     reason: str
 
 
-Action = Send | Join | Command | Close
+Action = Send | Join | Command | Close | chat.ChatAction
 
 
 def error(code: ErrorCode, message: str, *, request_id: object = None,
@@ -177,6 +177,8 @@ class Session:
         self.token_secret = token_secret
         self.show: str | None = None
         self.viewer: str | None = None
+        self.name = ""
+        """Display name from the token (shown in chat), the viewer id when it has none."""
 
     # -- input --------------------------------------------------------------------------------
     def receive_frame(self, encoding: Encoding, payload: str | bytes, *, now: float,
@@ -209,6 +211,8 @@ class Session:
             if rid is not None and not isinstance(rid, str):
                 return [error(ErrorCode.BAD_MESSAGE, "id: expected a string", field="id")]
             return [Send({"type": "pong", "id": rid})]
+        if isinstance(kind, str) and kind in chat.TYPES:
+            return self._chat(kind, message, rid)
         if not isinstance(kind, str) or kind not in OPS:
             shown = kind if isinstance(kind, str) else type(kind).__name__
             return [error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}"[:200],
@@ -223,6 +227,17 @@ class Session:
         if command is None:
             return [error(ErrorCode.AUTH_REQUIRED, "buying needs a viewer token", request_id=rid)]
         return [command]
+
+    def _chat(self, kind: str, message: dict[str, Any], rid: object) -> list[Action]:
+        if self.phase is not Phase.JOINED:
+            return [error(ErrorCode.NOT_JOINED, "send join first", request_id=rid)]
+        try:
+            return [chat.parse(kind, message, viewer=self.viewer, name=self.name)]
+        except chat.Invalid as exc:
+            return [error(ErrorCode.BAD_MESSAGE, f"{exc.field}: {exc}", request_id=rid,
+                          field=exc.field)]  # fmt: skip
+        except PermissionError as exc:
+            return [error(ErrorCode.AUTH_REQUIRED, str(exc), request_id=rid)]
 
     def _join(self, message: dict[str, Any], wall: float) -> list[Action]:
         if self.phase is not Phase.AWAITING_JOIN:
@@ -240,7 +255,8 @@ class Session:
         viewer: str | None = None
         if token:
             try:
-                viewer = tokens.verify(self.token_secret or "", token, now=wall)
+                identity = tokens.identify(self.token_secret or "", token, now=wall)
+                viewer, self.name = identity.viewer, identity.name
             except AuthError as exc:
                 self.phase = Phase.CLOSED
                 return [error(ErrorCode.AUTH_FAILED, str(exc)),

@@ -20,6 +20,14 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
     P:{s:<show>}:live      channel live events of the show (pub/sub)
     B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
+    B:chat                 stream  chat history (bounded, exact MAXLEN; deleted messages XDEL'd)
+    B:chat:settings        hash    enabled (0/1), slow_ms, pinned (JSON of the pinned message)
+    B:chat:words           set     the host's word filter (casefolded words)
+    B:chat:mutes           hash    viewer -> muted until (server ms; -1 = for the whole show)
+    B:chat:mods            set     viewer ids the host named moderators
+    B:chat:questions       zset    open questions: chat message id scored by its time (ms)
+    B:chat:slow:<viewer>   string  slow-mode marker of one viewer (PX = the slow-mode interval)
+    B:chat:req:<viewer>:<rid> string  "<message id> <ms>" of a posted request id (idempotency)
     B:xfers                hash    stock transfer id -> "applied" or its refusal (stock-sync.md)
     B:drop:<d>:returns     hash    settlement id -> {"r": returned, "s": sold} not yet credited
 
@@ -86,6 +94,27 @@ class DropKeys:
 
 
 @dataclass(frozen=True)
+class ChatKeys:
+    """The keys of one show's chat (all under the show's hash tag)."""
+
+    history: str
+    settings: str
+    words: str
+    mutes: str
+    mods: str
+    questions: str
+    slow_prefix: str
+    channel: str
+
+    def slow(self, viewer: str) -> str:
+        return self.slow_prefix + viewer
+
+    def request(self, viewer: str, request_id: str) -> str:
+        """First reply to a chat post's request id (a resent post is not posted twice)."""
+        return f"{self.history}:req:{viewer}:{request_id}"
+
+
+@dataclass(frozen=True)
 class SkuKeys:
     """The keys of one SKU's stock pool (one hash tag: one slot)."""
 
@@ -127,6 +156,12 @@ class Keyspace:
 
     def viewers(self, show: str) -> str:
         return f"{self.base(show)}:viewers"
+
+    def chat(self, show: str) -> ChatKeys:
+        c = f"{self.base(show)}:chat"
+        return ChatKeys(history=c, settings=f"{c}:settings", words=f"{c}:words",
+                        mutes=f"{c}:mutes", mods=f"{c}:mods", questions=f"{c}:questions",
+                        slow_prefix=f"{c}:slow:", channel=self.channel(show))  # fmt: skip
 
     def request(self, show: str, viewer: str, request_id: str) -> str:
         return f"{self.base(show)}:req:{viewer}:{request_id}"

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from livecommerce.core.errors import (
     LivecommerceError,
 )
-from livecommerce.web import api_sync
+from livecommerce.web import api_chat, api_sync
 from livecommerce.web.api_drops import (
     change_window,
     close_drop,
@@ -164,6 +164,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/sync/{source}/shopify", api_sync.receive_shopify, "receiveShopify",
               "Shopify webhook (inventory_levels/update, products/update), HMAC-signed",
               "sync", response="SyncResults", auth=False, query=("location", "currency")),
+    *api_chat.OPERATIONS,
 )  # fmt: skip
 
 

@@ -89,6 +89,16 @@ SHOW = obj(
         "viewer_path": {"type": "string", "example": "/watch/show-1"},
     }
 )
+CHAT_MESSAGE = obj(
+    {
+        "id": {"type": "string", "example": "1732350000123-0"},
+        "viewer": ID,
+        "name": {"type": "string", "description": "Display name from the viewer's token"},
+        "text": {"type": "string", "maxLength": 300},
+        "question": {"type": "boolean"},
+        "ts": MS,
+    }
+)
 ORDER = obj(
     {
         "id": {"type": "string"},
@@ -262,6 +272,68 @@ SCHEMAS: dict[str, Any] = {
     "EventStream": {
         "type": "string",
         "description": "text/event-stream: events snapshot, event, order, stats (JSON data)",
+    },
+    **{
+        "ChatMessage": CHAT_MESSAGE,
+        "ChatOverview": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "slow_mode_s": {
+                    "type": "number",
+                    "description": "Seconds between two messages of one viewer; 0 = off",
+                },
+                "words": {"type": "array", "items": {"type": "string"}},
+                "moderators": {"type": "array", "items": ID},
+                "mutes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "viewer -> muted until (ms, server clock); -1 = the show",
+                },
+                "questions": {"type": "array", "items": ref("ChatMessage")},
+                "pinned": {"oneOf": [ref("ChatMessage"), {"type": "null"}]},
+                "messages": {"type": "array", "items": ref("ChatMessage")},
+            }
+        ),
+        "ChatPatch": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "slow_mode_s": {"type": "integer", "minimum": 0, "maximum": 3600},
+                "words": {
+                    "type": "array",
+                    "maxItems": 200,
+                    "items": {"type": "string", "maxLength": 40},
+                    "description": "Replaces the word filter",
+                },
+            },
+            additionalProperties=False,
+        ),
+        "Moderators": obj(
+            {"viewers": {"type": "array", "items": ID, "maxItems": 100}},
+            ("viewers",),
+            additionalProperties=False,
+        ),
+        "Pinned": obj({"pinned": ref("ChatMessage")}),
+        "Mute": obj(
+            {
+                "viewer": ID,
+                "duration_s": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "0 or absent = for the whole show",
+                },
+            },
+            ("viewer",),
+            additionalProperties=False,
+        ),
+        "Muted": obj(
+            {
+                "viewer": ID,
+                "until": {
+                    "type": "integer",
+                    "description": "ms on the server clock; -1 = for the whole show",
+                },
+            }
+        ),
     },
 }
 

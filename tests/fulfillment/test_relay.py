@@ -29,6 +29,7 @@ from livecommerce.fulfillment.delivery import HttpDeliverer, MemoryDeliverer
 from livecommerce.fulfillment.policy import (
     GroupPosition,
     backoff_delay,
+    keep_floor,
     parse_retry_after,
     trim_floor,
 )
@@ -108,8 +109,10 @@ async def running(relay: Relay) -> AsyncIterator[Relay]:
 def make_relay(
     redis: aioredis.Redis, ks: Keyspace, deliverer: MemoryDeliverer, **over: object
 ) -> Relay:
+    keep = int(over.pop("keep_recent", 0))  # type: ignore[call-overload]
     settings = RelaySettings(**{**FAST.__dict__, **over})  # type: ignore[arg-type]
-    return Relay(redis, ks, settings, deliverer, registry=CollectorRegistry(), block_ms=50)
+    return Relay(redis, ks, settings, deliverer, registry=CollectorRegistry(), block_ms=50,
+                 keep_recent=keep)  # fmt: skip
 
 
 def sample(relay: Relay, name: str, **labels: str) -> float:
@@ -351,6 +354,30 @@ async def test_trim_only_below_what_every_group_acknowledged(
     await relay.update_gauges()
     assert sample(relay, "livecommerce_relay_pending") == 0
     assert sample(relay, "livecommerce_relay_lag") == 0
+
+
+async def test_trim_keeps_the_newest_orders_for_the_dashboard_feed(
+    redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    sink = MemoryDeliverer()
+    await add_show(redis, keyspace, "s1")
+    stream = keyspace.orders("s1")
+    for n in range(8):
+        await add_order(redis, keyspace, "s1", n)
+    relay = make_relay(redis, keyspace, sink, keep_recent=5)
+    async with running(relay):
+        await eventually(lambda: _eq(pending(redis, keyspace, "s1"), 0))
+        await eventually(lambda: _true(len(sink.delivered) == 8))
+    newest = [entry_id for entry_id, _ in await redis.xrevrange(stream, count=5)]
+    assert await relay.trim() == 3
+    assert [entry_id for entry_id, _ in await redis.xrevrange(stream)] == newest
+    assert await relay.trim() == 0
+
+
+def test_keep_floor_never_trims_the_newest() -> None:
+    assert keep_floor("9-0", ["8-0", "7-0"], 3) is None
+    assert keep_floor("9-0", ["8-0", "7-0", "6-0"], 3) == "6-0"
+    assert keep_floor("5-0", ["8-0", "7-0", "6-0"], 3) == "5-0"
 
 
 # -- HTTP transport (a real server on loopback) --------------------------------------------------

@@ -17,6 +17,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from helpers.browser import Running, serve
@@ -164,6 +165,99 @@ async def test_drop_buy_sold_out_in_real_browsers(
             await expect(panel.get_by_test_id("stat-conversion")).to_have_text("100.0 %")
             await shot(ben, "08-viewer2-bought-after-restock")
             await shot(panel, "09-panel-two-orders")
+
+            # -- a fresh panel: the order feed agrees with the tiles from the first render ------
+            await panel.reload()
+            await expect(panel.get_by_test_id("stat-orders")).to_have_text("2")
+            await expect(panel.get_by_test_id("order")).to_have_count(2)
+            await expect(panel.get_by_test_id("order-feed")).not_to_contain_text("No order yet")
+
+            # -- a second product priced in EUR and USD, dropped as a 2 min 30 s offer --------
+            async with httpx.AsyncClient(base_url=base) as http:
+                created = await http.post("/api/products", json={
+                    "sku": "e2e-cap", "title": "E2E cap", "prices": {"EUR": 1900, "USD": 2100},
+                }, headers={"Authorization": f"Bearer {host_key}"})  # fmt: skip
+                assert created.status_code == 201, created.text
+            await panel.reload()
+            cap_row = panel.get_by_test_id("product-e2e-cap")
+            await expect(cap_row.get_by_test_id("drop-duration")).to_contain_text("Offer length")
+            await expect(cap_row.get_by_test_id("drop-opens-in")).to_contain_text("Opens in")
+            await cap_row.get_by_test_id("drop-duration-min").fill("2")
+            await cap_row.get_by_test_id("drop-duration-s").fill("30")
+            await cap_row.get_by_test_id("drop-button").click()
+            cap_drop = panel.locator("tr[data-testid^=drop-]", has_text="E2E cap")
+            await expect(cap_drop.get_by_test_id("drop-status")).to_have_text("open")
+            await expect(cap_drop).to_contain_text(re.compile(r"ends in 2:[0-2]\d"))
+
+            # -- the earlier drop is still open: both are one tap apart, the newest first ------
+            sneaker_drop = panel.locator("tr[data-testid^=drop-]", has_text="E2E sneaker")
+            await sneaker_drop.get_by_test_id("restock").click()  # sneaker back on sale
+            tabs = ben.get_by_test_id("drop-tab")
+            await expect(tabs).to_have_count(2)
+            await expect(tabs.first).to_have_text("E2E cap")
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E cap")
+            # en-US viewer, show priced in EUR: the show's currency, not the locale's
+            await expect(ben.get_by_test_id("price")).to_have_text("€19.00")
+            await tabs.nth(1).click()
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E sneaker")
+            await tabs.first.click()
+            await ben.get_by_test_id("currency").select_option("USD")
+            await expect(ben.get_by_test_id("price")).to_have_text("$21.00")
+            await ben.reload()  # the choice is remembered
+            await expect(ben.get_by_test_id("drop-title")).to_have_text("E2E cap")
+            await expect(ben.get_by_test_id("price")).to_have_text("$21.00")
+            await shot(ben, "10-viewer2-two-open-drops")
+            await shot(panel, "11-panel-offer-form")
+
+            # -- chat across two viewer pages: a question, a reaction burst, pin, delete, mute --
+            await ana.get_by_test_id("chat-input").fill("Does it come in blue?")
+            await ana.get_by_test_id("chat-question").check()
+            await ana.get_by_test_id("chat-send").click()
+            await ben.get_by_test_id("chat-input").fill("Nice cap!")
+            await ben.get_by_test_id("chat-send").click()
+            for page in (ana, ben):
+                messages = page.get_by_test_id("chat-message")
+                await expect(messages).to_have_count(2)
+                await expect(messages.first).to_contain_text("ana")
+                await expect(messages.first).to_contain_text("Does it come in blue?")
+                await expect(messages.first).to_contain_text("question")
+                await expect(messages.nth(1)).to_contain_text("Nice cap!")
+            question = panel.get_by_test_id("question")
+            await expect(question).to_have_count(1)
+            await expect(question).to_contain_text("Does it come in blue?")
+            for _ in range(5):
+                await ben.get_by_test_id("react-heart").click()
+            await expect(ana.get_by_test_id("reaction-count-heart")).to_have_text("5")
+            await expect(ben.get_by_test_id("reaction-count-heart")).to_have_text("5")
+            await expect(panel.get_by_test_id("stat-reactions")).to_have_text("5")
+            await shot(ana, "12-viewer-chat-and-reactions")
+            await question.get_by_test_id("pin-question").click()
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("pinned-text")).to_have_text(
+                    "Does it come in blue?"
+                )
+            await expect(panel.get_by_test_id("panel-pinned")).to_contain_text("blue")
+            await shot(ben, "13-viewer2-pinned-question")
+            nice = panel.get_by_test_id("panel-chat-message").filter(has_text="Nice cap!")
+            await nice.get_by_test_id("delete-message").click()
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("chat-message")).to_have_count(1)
+                await expect(page.get_by_test_id("chat-list")).not_to_contain_text("Nice cap!")
+            await question.get_by_test_id("answer-question").click()
+            await expect(panel.get_by_test_id("question")).to_have_count(0)
+            for page in (ana, ben):
+                await expect(page.get_by_test_id("pinned")).to_be_hidden()
+                await expect(page.get_by_test_id("chat-message").first).to_contain_text("answered")
+            await (
+                panel.get_by_test_id("panel-chat-message").first.get_by_test_id("mute-show").click()
+            )  # mutes ana, the author of the only message left
+            await expect(ana.get_by_test_id("chat-notice")).to_contain_text("muted")
+            await ana.get_by_test_id("chat-input").fill("hello?")
+            await ana.get_by_test_id("chat-send").click()
+            await expect(ana.get_by_test_id("chat-notice")).to_contain_text("muted")
+            await expect(ben.get_by_test_id("chat-message")).to_have_count(1)
+            await shot(ana, "14-viewer-muted")
+            await shot(panel, "15-panel-chat")
             for page in (ana, ben, panel):
                 await page.context.close()
         finally:

@@ -3,6 +3,7 @@
 // GET /api/shows/{show}/live (read with fetch so the key travels in a header, not the URL).
 
 import { h, formatMoney, formatDuration, ServerClock, toMinor } from "./common.js";
+import { PanelChat } from "./panelchat.js";
 
 const root = document.getElementById("app");
 const clock = new ServerClock();
@@ -129,6 +130,7 @@ function stopLive() {
 
 function selectShow(id) {
   stopLive();
+  panelChat.reset();
   state.show = id;
   state.showRecord = state.shows.find((s) => s.id === id) || null;
   state.drops = new Map();
@@ -197,7 +199,12 @@ function upsertDrop(data) {
 }
 
 function onLive(event, data) {
+  if (event === "event" && panelChat.onEvent(data)) {
+    render();
+    return;
+  }
   if (event === "snapshot") {
+    panelChat.load().then(render); // fresh after every (re)connect of the stream
     liveAttempt = 0;
     state.live = "live";
     state.showRecord = data.show;
@@ -223,6 +230,8 @@ function onLive(event, data) {
   }
   render();
 }
+
+const panelChat = new PanelChat({ api, act, render: () => render(), show: () => state.show });
 
 // -- actions ---------------------------------------------------------------------------------
 function formValues(form) {
@@ -288,13 +297,15 @@ async function dropProduct(e, sku) {
   e.preventDefault();
   const v = formValues(e.target);
   const body = { sku, quantity: Number(v.quantity), limit: Number(v.limit) };
-  const seconds = Number(v.duration || 0);
-  if (seconds > 0) {
+  // Minutes and seconds, as a host says it ("a 2 min 30 offer, opening in 5 minutes").
+  const ms = (min, sec) => Math.round((Number(min || 0) * 60 + Number(sec || 0)) * 1000);
+  const duration = ms(v.duration_min, v.duration_s);
+  if (duration > 0) {
     body.kind = "offer";
-    body.duration_ms = Math.round(seconds * 1000);
+    body.duration_ms = duration;
   }
-  const opensIn = Number(v.opens_in || 0);
-  if (opensIn > 0) body.opens_in_ms = Math.round(opensIn * 1000);
+  const opensIn = ms(v.opens_min, v.opens_s);
+  if (opensIn > 0) body.opens_in_ms = opensIn;
   const drop = await act(() => api("POST", `/shows/${state.show}/drops`, body),
     `Dropped ${sku}`);
   if (drop) upsertDrop(drop);
@@ -395,10 +406,22 @@ function catalogSection() {
               `can allocate ${state.stock.get(p.sku).pool}`) : null,
           h("label", {}, "Limit", h("input", { name: "limit", type: "number", min: 1,
             value: 2, "data-testid": "drop-limit" })),
-          h("label", {}, "Offer s", h("input", { name: "duration", type: "number", min: 0,
-            placeholder: "-", "data-testid": "drop-duration" })),
-          h("label", {}, "In s", h("input", { name: "opens_in", type: "number", min: 0,
-            placeholder: "now" })),
+          h("fieldset", { class: "minsec", "data-testid": "drop-duration" },
+            h("legend", {}, "Offer length"),
+            h("label", {}, h("input", { name: "duration_min", type: "number", min: 0,
+              placeholder: "0", "aria-label": "Offer length, minutes",
+              "data-testid": "drop-duration-min" }), " min"),
+            h("label", {}, h("input", { name: "duration_s", type: "number", min: 0, max: 59,
+              placeholder: "0", "aria-label": "Offer length, seconds",
+              "data-testid": "drop-duration-s" }), " s")),
+          h("fieldset", { class: "minsec", "data-testid": "drop-opens-in" },
+            h("legend", {}, "Opens in"),
+            h("label", {}, h("input", { name: "opens_min", type: "number", min: 0,
+              placeholder: "0", "aria-label": "Opens in, minutes",
+              "data-testid": "drop-opens-min" }), " min"),
+            h("label", {}, h("input", { name: "opens_s", type: "number", min: 0, max: 59,
+              placeholder: "0", "aria-label": "Opens in, seconds",
+              "data-testid": "drop-opens-s" }), " s")),
           h("button", { class: "primary", type: "submit", disabled: !canDrop,
             "data-testid": "drop-button" }, "Drop"),
           h("button", { class: "link", type: "button", onclick: () => deleteProduct(p.sku) },
@@ -489,7 +512,9 @@ function dashboard() {
         ` ${o.quantity} x ${o.title} `,
         h("span", { class: "muted" }, `- ${o.viewer} - ${new Date(o.confirmed_at)
           .toLocaleTimeString()}`)))
-        : h("li", { class: "muted" }, "No order yet.")));
+        : h("li", { class: "muted" }, s && s.orders ? "" : "No order yet."),
+      s && s.orders > state.orders.length ? h("li", { class: "muted", "data-testid": "order-earlier" },
+        `and ${s.orders - state.orders.length} earlier`) : null));
 }
 
 function render() {
@@ -515,7 +540,8 @@ function render() {
       h("button", { class: "link", onclick: () => { signOut(); render(); } }, "Sign out")),
     state.toast ? h("div", { class: `notice ${state.toast.kind}`, "data-testid": "toast" },
       state.toast.text) : "",
-    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(), dropsSection()));
+    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(),
+      panelChat.section(), dropsSection()));
 }
 
 // While a form field has focus only the dashboard and drop table are refreshed in place.

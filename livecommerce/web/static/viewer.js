@@ -6,6 +6,7 @@
 import {
   h, formatMoney, formatDuration, ServerClock, randomId, videoEmbed,
 } from "./common.js";
+import { Chat } from "./chat.js";
 
 const root = document.getElementById("app");
 const SHOW = document.body.dataset.show;
@@ -26,7 +27,9 @@ const state = {
   viewer: null,
   lastEventId: null,
   connection: "connecting",
-  currency: params.get("currency") || localStorage.getItem("lc.currency") || localeCurrency(),
+  // Only the viewer's own choice (remembered) or the link's; else each drop's own currency.
+  currency: params.get("currency") || localStorage.getItem("lc.currency") || null,
+  selected: null, // drop id the viewer tapped among several open drops
   pending: new Map(), // request id -> command, until its result arrives
   busy: null, // drop id of a buy in flight
   hold: null,
@@ -36,6 +39,14 @@ const state = {
   quantity: 1,
   ended: null, // why the connection will not come back
 };
+const chat = new Chat({
+  send: (message) => {
+    if (!socket || socket.readyState !== WebSocket.OPEN || state.connection !== "live") return false;
+    socket.send(JSON.stringify(message));
+    return true;
+  },
+  canChat: () => Boolean(token) && state.connection === "live",
+});
 const payment = localStorage.getItem("lc.payment") || randomId("pay_demo_");
 localStorage.setItem("lc.payment", payment);
 
@@ -132,8 +143,25 @@ function upsertDrop(data) {
   state.drops.set(id, merged);
 }
 
+let inBatch = false; // render once per batch, not once per message in it
+
 function handle(msg) {
+  if (msg.type === "batch") { // several pushes in one frame, in order
+    inBatch = true;
+    try {
+      for (const item of msg.messages || []) handle(item);
+    } finally {
+      inBatch = false;
+    }
+    render();
+    return;
+  }
   if (typeof msg.server_time === "number") clock.sync(msg.server_time);
+  if (chat.handle(msg)) {
+    if (!inBatch) chat.render();
+    return;
+  }
+  if (msg.type === "snapshot" || msg.type === "resumed") chat.reset(msg.chat, msg.viewer);
   switch (msg.type) {
     case "snapshot":
       attempt = 0;
@@ -171,7 +199,7 @@ function handle(msg) {
       if (msg.id) state.lastEventId = msg.id;
       onEvent(msg);
   }
-  render();
+  if (!inBatch) render();
 }
 
 function onEvent(msg) {
@@ -259,18 +287,31 @@ function cancelHold() {
   send({ type: "cancel", id: randomId("r"), hold: state.hold.id });
 }
 
+/** The viewer's remembered choice, else the show's currency (the drop's), else the locale's. */
 function currencyFor(drop) {
   const prices = drop.prices || {};
   if (state.currency && prices[state.currency] !== undefined) return state.currency;
-  return drop.currency || Object.keys(prices)[0];
+  if (drop.currency && prices[drop.currency] !== undefined) return drop.currency;
+  const local = localeCurrency();
+  if (local && prices[local] !== undefined) return local;
+  return Object.keys(prices)[0];
 }
 
 // -- view ------------------------------------------------------------------------------------
-/** The drop to show: the newest open one, else the next scheduled, else the last closed. */
+/** Every open drop, the newest first. */
+function openDrops() {
+  return [...state.drops.values()].filter((d) => d.state === "open")
+    .sort((a, b) => (b.opens_at || 0) - (a.opens_at || 0));
+}
+
+/** The drop to show: the one the viewer tapped while open, else the newest open one, else the
+ * next scheduled, else the last closed. */
 function featured() {
   const drops = [...state.drops.values()];
   const by = (f) => (a, b) => f(b) - f(a);
-  const open = drops.filter((d) => d.state === "open").sort(by((d) => d.opens_at));
+  const open = openDrops();
+  const picked = state.selected && state.drops.get(state.selected);
+  if (picked && (picked.state === "open" || open.length === 0)) return picked;
   if (open.length) return open[0];
   const scheduled = drops.filter((d) => d.state === "scheduled").sort(by((d) => -d.opens_at));
   if (scheduled.length) return scheduled[0];
@@ -380,6 +421,18 @@ function renderOrder(order) {
     h("button", { class: "secondary", onclick: () => { state.order = null; render(); } }, "OK"));
 }
 
+/** Several drops open at once: one tap away from each other (the newest first). */
+function dropTabs(current) {
+  const open = openDrops();
+  if (open.length < 2) return "";
+  return h("nav", { class: "drop-tabs", "data-testid": "drop-tabs", "aria-label": "Open drops" },
+    open.map((d) => h("button", {
+      class: `tab ${current && d.id === current.id ? "active" : ""}`, "data-testid": "drop-tab",
+      "data-drop": d.id, "aria-pressed": String(Boolean(current && d.id === current.id)),
+      onclick: () => { state.selected = d.id; state.quantity = 1; render(); },
+    }, d.title)));
+}
+
 // Fixed layout; only the slots are re-rendered (moving an iframe would restart the stream).
 const slots = {
   header: h("header", { class: "topbar" }),
@@ -387,7 +440,7 @@ const slots = {
   video: h("div", { class: "video" }),
   main: h("main", { class: "content" }),
 };
-root.replaceChildren(slots.header, slots.banner, slots.video, slots.main);
+root.replaceChildren(slots.header, slots.banner, slots.video, slots.main, chat.el);
 let videoUrl = null;
 
 function render() {
@@ -412,10 +465,13 @@ function render() {
     state.order ? renderOrder(state.order) : "",
     state.notice ? h("div", { class: `notice ${state.notice.kind}`, "data-testid": "notice",
       "data-reason": state.notice.reason || "" }, state.notice.text) : "",
+    chat.pinnedEl,
+    dropTabs(drop),
     drop ? renderDrop(drop) : h("section", { class: "card waiting", "data-testid": "waiting" },
       show?.state === "ended" ? "The show has ended. Thanks for watching!"
         : "Waiting for the host to drop a product..."),
   );
+  chat.render();
 }
 
 // Countdowns tick locally between messages, on the server's clock.
