@@ -1,6 +1,6 @@
 """The ``livecommerce`` command. Every flag has an environment variable (docs/configuration.md).
 
-Subcommands: serve, token, config, audit, relay, sink, deadletters, hostkey.
+Subcommands: serve, token, config, audit, relay, sink, deadletters, hostkey, privacy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from livecommerce.config import load
 from livecommerce.errors import LivecommerceError
 
 # Modules that add their own subcommands with ``register(subparsers)``.
-COMMAND_MODULES = ("livecommerce.audit", "livecommerce.relay_cli", "livecommerce.host_cli")
+COMMAND_MODULES = (
+    "livecommerce.audit",
+    "livecommerce.relay_cli",
+    "livecommerce.host_cli",
+    "livecommerce.privacy_cli",
+)
 
 
 def _set_env(name: str, value: object) -> None:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from livecommerce import api_privacy
 from livecommerce.errors import (
     AuthError,
     ConflictError,
@@ -46,6 +47,7 @@ from livecommerce.inventory import (
     check_text,
 )
 from livecommerce.keys import valid_id
+from livecommerce.operatorkeys import OperatorKeys
 from livecommerce.problems import MalformedBody, from_error, problem
 from livecommerce.products import Catalog, check_prices, check_url
 from livecommerce.services import Services
@@ -107,6 +109,8 @@ class Operation:
     auth: bool = True
     query: tuple[str, ...] = ()
     stream: bool = False
+    role: str = "host"
+    """Whose key the route takes: ``host`` (lch_) or ``operator`` (lco_, the privacy routes)."""
 
 
 async def read_body(request: Request, op: Operation) -> dict[str, Any]:
@@ -754,6 +758,9 @@ OPERATIONS: tuple[Operation, ...] = (
               fields=("closes_at", "closes_in_ms", "extend_ms"), response="Drop"),
     Operation("GET", D + "/stats", get_drop_stats, "getDropStats", "Live stats of one drop",
               "stats", response="DropStats"),
+    Operation("GET", api_privacy.VIEWER, api_privacy.export_viewer, "exportViewer",
+              "Everything stored about a viewer (operator key)", "privacy",
+              response="PrivacyExport", role="operator"),
 )  # fmt: skip
 
 
@@ -768,7 +775,8 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
         try:
             services = services_of(request)
             if op.auth:
-                key = await HostKeys(services.redis, services.keys).verify(bearer(request))
+                verifier = OperatorKeys if op.role == "operator" else HostKeys
+                key = await verifier(services.redis, services.keys).verify(bearer(request))
             else:
                 key = HostKey(id="", host="", label="", prefix="", created_at=0)
             ctx = Ctx(services=services, key=key, body={})

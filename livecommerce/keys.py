@@ -28,6 +28,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:active               set     "<show>/<drop>" that may hold stock (the reaper's worklist)
     P:products             hash    sku -> product record (JSON)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
+    P:operatorkeys         hash    sha256(key) -> operator key record (JSON; privacy routes)
     P:deadletters          stream  orders the relay gave up on (with the last error)
     P:aofbarrier           string  written before each WAITAOF round (durability.AofBarrier)
     P:{sink}:received      hash    reference sink: webhook-id -> what it received (JSON)
@@ -146,6 +147,10 @@ class Keyspace:
     @property
     def host_keys(self) -> str:
         return f"{self.prefix}:hostkeys"
+
+    @property
+    def operator_keys(self) -> str:
+        return f"{self.prefix}:operatorkeys"
 
     @property
     def aof_barrier(self) -> str:

@@ -127,6 +127,21 @@ SCHEMAS: dict[str, Any] = {
         ("type", "title", "status", "detail"),
     ),
     "Me": obj({"host": ID, "key": {"type": "object"}, "server_time": MS}),
+    "PrivacyExport": obj(
+        {
+            "viewer": ID,
+            "generated_at": MS,
+            "found": {"type": "array", "items": {"type": "string"}},
+            "shows": {"type": "object"},
+            "dead_letters": {"type": "array"},
+            "fulfillment_sink": {"type": "array"},
+        },
+        description="Everything stored about a viewer (docs/privacy.md)",
+    ),
+    "ErasureReport": obj(
+        {"viewer": ID, "pseudonym": {"type": "string"}, "erased": {"type": "object"}},
+        description="What an erasure replaced (docs/privacy.md)",
+    ),
     "Product": obj({"sku": ID, "host": ID, **PRODUCT_EDIT, "created_at": MS, "updated_at": MS}),
     "ProductList": obj({"products": {"type": "array", "items": ref("Product")}}),
     "ProductCreate": obj(

@@ -76,7 +76,8 @@ async def make_show(api: httpx.AsyncClient, show: str = "s1", *, start: bool = T
 
 # -- auth -----------------------------------------------------------------------------------------
 def concrete(path: str) -> str:
-    return re.sub(r"{(\w+)}", lambda m: {"sku": "mug", "show": "s1", "drop": "d1"}[m[1]], path)
+    names = {"sku": "mug", "show": "s1", "drop": "d1", "viewer": "v1"}
+    return re.sub(r"{(\w+)}", lambda m: names[m[1]], path)
 
 
 async def test_viewer_token_is_refused_on_every_route(server: Running) -> None:

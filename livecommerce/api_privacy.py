@@ -1,0 +1,30 @@
+"""Privacy routes of the API: a viewer's data export and erasure, for operator keys only.
+
+``GET /api/privacy/viewers/{viewer}`` returns :func:`livecommerce.privacy.export`'s document;
+``DELETE`` on the same path erases (:mod:`livecommerce.erasure`). Both take an operator key
+(``lco_``, :mod:`livecommerce.operatorkeys`); host keys and viewer tokens get 401.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from livecommerce import privacy
+
+if TYPE_CHECKING:
+    from livecommerce.hostapi import Ctx
+
+VIEWER = "/privacy/viewers/{viewer}"
+
+
+def _json(content: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status, media_type="application/json")
+
+
+async def export_viewer(request: Request, ctx: Ctx) -> Response:
+    viewer = privacy.check_viewer(request.path_params["viewer"])
+    return _json(await privacy.export(ctx.services.redis, ctx.services.keys, viewer))
