@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from livecommerce import privacy
+from livecommerce import erasure, privacy
 
 if TYPE_CHECKING:
     from livecommerce.hostapi import Ctx
+
+log = logging.getLogger("livecommerce.privacy")
 
 VIEWER = "/privacy/viewers/{viewer}"
 
@@ -28,3 +31,11 @@ def _json(content: object, status: int = 200) -> Response:
 async def export_viewer(request: Request, ctx: Ctx) -> Response:
     viewer = privacy.check_viewer(request.path_params["viewer"])
     return _json(await privacy.export(ctx.services.redis, ctx.services.keys, viewer))
+
+
+async def erase_viewer(request: Request, ctx: Ctx) -> Response:
+    viewer = privacy.check_viewer(request.path_params["viewer"])
+    services = ctx.services
+    report = await erasure.erase(services.redis, services.keys, services.settings, viewer)
+    log.info("privacy: viewer erased by operator %s (pseudonym %s)", ctx.host, report["pseudonym"])
+    return _json(report)

@@ -19,6 +19,10 @@ and per show, on the orders stream (the outbox)::
     entries are only ever removed from the front (the relay trims acknowledged orders);
     while nothing was trimmed, every indexed order has its entry (exactly once).
 
+An erasure (:mod:`livecommerce.erasure`) deletes a viewer's entries from the stream and keeps
+their pseudonymised copies in the show's erasure ledger under the same entry ids: the checks
+read stream and ledger together, and count ``order.erased`` entries apart (``erasures``).
+
 ``livecommerce audit [--show S] [--json]`` runs it and exits 1 when anything is violated.
 """
 
@@ -45,6 +49,8 @@ log = logging.getLogger("livecommerce.audit")
 HOLD_STATES = ("held", "confirmed", "cancelled", "expired")
 DROP_STATES = ("scheduled", "open", "closed")
 _SNAPSHOT_ATTEMPTS = 5
+ERASED_TYPE = "order.erased"
+"""``type`` of an outbox entry announcing an erasure (livecommerce.erasure), not a sale."""
 
 
 @dataclass
@@ -122,6 +128,8 @@ class _ShowSnapshot:
     stream: list[tuple[str, dict[str, str]]] | None
     """Orders stream entries, None when the stream does not exist."""
     stream_info: dict[str, Any] | None
+    ledger: dict[str, str] = field(default_factory=dict)
+    """Erasure ledger: entry id -> pseudonymised copy of an outbox entry erasure deleted."""
 
 
 def _s(value: Any) -> str:
@@ -144,6 +152,7 @@ async def _snapshot(
         pipe.hgetall(keyspace.seq(show))
         pipe.xrange(keyspace.orders(show))
         pipe.xinfo_stream(keyspace.orders(show))
+        pipe.hgetall(keyspace.erased(show))
         for drop in wanted:
             k = keyspace.drop(show, drop)
             pipe.hgetall(k.drop)
@@ -153,10 +162,10 @@ async def _snapshot(
             pipe.hgetall(k.bought)
             pipe.hgetall(k.orders_index)
         results = await pipe.execute(raise_on_error=False)
-        ids_now, seq, entries, info, *per_drop = results
+        ids_now, seq, entries, info, ledger, *per_drop = results
         if isinstance(ids_now, Exception) or [_s(d) for d in ids_now] != drop_ids:
             continue  # a drop was created between the two reads: take the snapshot again
-        for r in (seq, entries, *per_drop):
+        for r in (seq, entries, ledger, *per_drop):
             if isinstance(r, Exception):
                 raise StoreError(f"audit snapshot of show {show}: {r}") from r
         stream: list[tuple[str, dict[str, str]]] | None = None
@@ -181,11 +190,23 @@ async def _snapshot(
                 bought=_map(bought),
                 orders_index=_map(orders_index),
             )
-        return _ShowSnapshot(show, drop_ids, drops, _map(seq), stream, stream_info)
+        return _ShowSnapshot(show, drop_ids, drops, _map(seq), stream, stream_info, _map(ledger))
     raise StoreError(f"audit: show {show} kept changing its drops; try again")
 
 
 # -- checks -----------------------------------------------------------------------------------
+
+
+def _ledger_entries(ledger: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for eid, raw in ledger.items():
+        try:
+            fields = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            fields = {}
+        out.append((eid, {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict)
+                     else {}))  # fmt: skip
+    return sorted(out, key=lambda e: _stream_id(e[0]))
 
 
 def _int(value: str | None) -> int | None:
@@ -361,13 +382,23 @@ class _Checker:
                 self.fail("orders stream", f"missing, but {len(indexed)} order(s) are indexed")
             return
         info = snap.stream_info
-        entries = [(eid, f) for eid, f in snap.stream if f.get("drop") in snap.drops]
-        self.report.stream_entries += len(entries)
+        self.report.stream_entries += sum(1 for _e, f in snap.stream if f.get("drop") in snap.drops)
+        # Entries an erasure deleted count as present, in their pseudonymised copy: same order,
+        # same quantity and amount (livecommerce.erasure).
+        ledger = _ledger_entries(snap.ledger)
+        merged = sorted([*snap.stream, *ledger], key=lambda e: _stream_id(e[0]))
+        entries = [(eid, f) for eid, f in merged if f.get("drop") in snap.drops]
+        erasures_seen = 0
         seen: Counter[str] = Counter()
         stream_bought: dict[tuple[str, str], int] = defaultdict(int)
         replays_seen = 0
-        for eid, f in snap.stream if whole_show else entries:
+        for eid, f in merged if whole_show else entries:
             order_id = f.get("order_id") or ""
+            if f.get("type") == ERASED_TYPE:
+                erasures_seen += 1
+                if order_id not in indexed:
+                    self.fail(f"orders stream entry {eid}", f"erases unknown order {order_id}")
+                continue
             if f.get("replay_of"):
                 # A dead letter put back for delivery: the same order again, not a second sale.
                 replays_seen += 1
@@ -401,24 +432,33 @@ class _Checker:
 
         length = int(info.get("length", 0))
         added = int(info.get("entries-added", length))
-        trimmed = length < added
+        erased_entries = _int(snap.seq.get("erased_entries")) or 0
+        if len(ledger) != erased_entries:
+            self.fail(
+                "erasure ledger",
+                f"{erased_entries} entries erased from the stream but {len(ledger)} copies kept",
+            )
+        trimmed = length + erased_entries < added  # erased entries are gone, not trimmed
         if length:
             first = _stream_id(snap.stream[0][0])
             max_deleted = _stream_id(info.get("max-deleted-entry-id", b"0-0"))
-            if max_deleted >= first:
+            if max_deleted >= first and _s(info["max-deleted-entry-id"]) not in snap.ledger:
                 self.fail(
                     "orders stream",
                     f"entries deleted from the middle (up to {_s(info['max-deleted-entry-id'])}, "
                     f"first kept {snap.stream[0][0]}): orders lost from the outbox",
                 )
         replays = _int(snap.seq.get("replays")) or 0
-        if whole_show and added != len(indexed) + replays:
+        erasures = _int(snap.seq.get("erasures")) or 0
+        if whole_show and added != len(indexed) + replays + erasures:
             self.fail(
                 "orders stream",
                 f"{added} entries ever added but {len(indexed)} orders indexed across the "
-                f"show's drops and {replays} dead-letter replays (each order must be appended "
-                f"exactly once)",
+                f"show's drops, {replays} replays and {erasures} erasure events (each order "
+                f"must be appended exactly once)",
             )
+        if whole_show and not trimmed and erasures_seen != erasures:
+            self.fail("orders stream", f"{erasures_seen} erasure entries but {erasures} counted")
         if replays_seen > replays:
             self.fail("orders stream", f"{replays_seen} replay entries but {replays} counted")
         if not trimmed:

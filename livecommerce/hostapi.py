@@ -761,6 +761,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", api_privacy.VIEWER, api_privacy.export_viewer, "exportViewer",
               "Everything stored about a viewer (operator key)", "privacy",
               response="PrivacyExport", role="operator"),
+    Operation("DELETE", api_privacy.VIEWER, api_privacy.erase_viewer, "eraseViewer",
+              "Erase a viewer's personal data (operator key)", "privacy",
+              response="ErasureReport", role="operator"),
 )  # fmt: skip
 
 

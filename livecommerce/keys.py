@@ -18,6 +18,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:req:<viewer>:<rid>   string  first result of a request id (idempotency), expires
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
+    B:erased               hash    erasure ledger: orders-stream entry id -> pseudonymised copy
     P:{s:<show>}:live      channel live events of the show (pub/sub)
     B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
 
@@ -35,6 +36,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:{sink}:arrivals      list    reference sink: webhook-ids in order of first arrival
     P:{sink}:stats         hash    reference sink: counters (accepted, duplicates, rejected)
     P:{sink}:fail          hash    reference sink: injected failure mode (fault tests, demo)
+    P:{sink}:erased        hash    reference sink: order id -> pseudonym (order.erased received)
     (one hash tag: the sink's record script touches them together, also on a cluster)
 """
 
@@ -103,6 +105,9 @@ class Keyspace:
 
     def events(self, show: str) -> str:
         return f"{self.base(show)}:events"
+
+    def erased(self, show: str) -> str:
+        return f"{self.base(show)}:erased"
 
     def channel(self, show: str) -> str:
         return f"{self.base(show)}:live"
@@ -180,6 +185,10 @@ class Keyspace:
     @property
     def sink_fail(self) -> str:
         return f"{self.sink_prefix}:fail"
+
+    @property
+    def sink_erased(self) -> str:
+        return f"{self.sink_prefix}:erased"
 
 
 def drop_member(show: str, drop: str) -> str:

@@ -34,6 +34,7 @@ PLACES: dict[str, str] = {
     "orders": VIEWER_DATA,  # the outbox: viewer and payment reference of each order
     "events": "no: show and drop events only (drop views, never a viewer or an order)",
     "channel": "no: pub/sub channel, nothing stored",
+    "erased": "no: pseudonymised copies of erased outbox entries (kept for accounting)",
     "viewers": "no: gateway process id -> viewer count",
     "request": VIEWER_DATA,  # B:req:<viewer>:<rid> idempotency records (the hold or order)
     # per drop (DropKeys)
@@ -60,6 +61,7 @@ PLACES: dict[str, str] = {
     "sink_arrivals": "no: webhook ids (msg_<order id>) in arrival order",
     "sink_stats": "no: counters",
     "sink_fail": "no: the injected failure mode",
+    "sink_erased": "no: order id -> pseudonym of orders the sink was told are erased",
 }
 """Every key name of keys.py -> ``"viewer"`` when it can hold a viewer's data, else why not."""
 

@@ -38,6 +38,11 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("erase", help="erase a viewer's personal data (pseudonymise orders)")
+    p.add_argument("viewer", help="viewer id (the token's sub)")
+    _common(p)
+    p.set_defaults(func=cmd_erase)
+
     keys = sub.add_parser("key", help="operator keys for the /api/privacy routes")
     ksub = keys.add_subparsers(dest="key_command", required=True)
     p = ksub.add_parser("create", help="create an operator key (the secret is shown once)")
@@ -92,6 +97,14 @@ def _run(
 def cmd_export(args: argparse.Namespace) -> int:
     doc = _run(args, lambda r, k, _s: privacy.export(r, k, args.viewer))
     print(json.dumps(doc, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from livecommerce import erasure
+
+    report = _run(args, lambda r, k, s: erasure.erase(r, k, s, args.viewer))
+    print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
 

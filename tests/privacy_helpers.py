@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ async def seed(redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory,
 
     Returns units bought per show (what accounting must keep after an erasure)."""
     bought: dict[str, int] = {}
+    tag = uuid.uuid4().hex[:8]  # request ids are the client's random tokens, not personal data
     for show in SHOWS:
         if await inventory.get_show(show) is None:
             await inventory.create_show(show, title="Privacy show")
@@ -29,13 +31,13 @@ async def seed(redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory,
                 spec = DropSpec(id=drop, sku=f"SKU-{drop}", title=f"Item {drop}", quantity=50,
                                 limit=5, prices={"EUR": 700})  # fmt: skip
                 await inventory.create_drop(show, spec)
-        held = await inventory.reserve(show, "a", viewer, 1, f"{viewer}-r1")
+        held = await inventory.reserve(show, "a", viewer, 1, f"r1-{tag}")
         assert held.ok and held.hold is not None, held
         confirmed = await inventory.confirm(show, held.hold.id, viewer, f"card-{viewer}")
         assert confirmed.ok, confirmed
-        live = await inventory.reserve(show, "a", viewer, 1, f"{viewer}-r2")
+        live = await inventory.reserve(show, "a", viewer, 1, f"r2-{tag}")
         assert live.ok, live
-        sold = await inventory.buy_now(show, "b", viewer, 2, f"{viewer}-r3", f"card-{viewer}")
+        sold = await inventory.buy_now(show, "b", viewer, 2, f"r3-{tag}", f"card-{viewer}")
         assert sold.ok, sold
         bought[show] = 3
     # A dead letter: the relay gave up on one of the viewer's orders.
