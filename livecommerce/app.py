@@ -28,6 +28,7 @@ from livecommerce.gateway import Gateway
 from livecommerce.inventory import Inventory
 from livecommerce.keys import Keyspace
 from livecommerce.relay import server_relay
+from livecommerce.retention import Retention
 from livecommerce.scheduler import Scheduler
 from livecommerce.services import Services
 
@@ -79,6 +80,8 @@ async def start_services(
     scheduler = Scheduler(inventory, settings.inventory.reap_interval_s)
     services.extras["scheduler"] = scheduler
     tasks = [asyncio.create_task(scheduler.run(stop), name="scheduler")]
+    retention = Retention(redis, keyspace, settings.privacy)
+    tasks.append(asyncio.create_task(retention.run(stop), name="retention"))
     for task in tasks:
         task.add_done_callback(_report_stopped)
     services.extras["tasks"] = tasks

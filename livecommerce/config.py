@@ -223,11 +223,24 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    retain_events_h: int = 72
+    """LIVECOMMERCE_RETAIN_EVENTS_HOURS: a show's event-log entries older than this are removed."""
+    retain_dead_letters_d: int = 30
+    """LIVECOMMERCE_RETAIN_DEAD_LETTERS_DAYS: dead letters older than this are removed."""
+    retain_holds_d: int = 30
+    """LIVECOMMERCE_RETAIN_HOLDS_DAYS: ended hold records lose viewer and payment reference."""
+    retention_interval_s: float = 300.0
+    """LIVECOMMERCE_RETENTION_INTERVAL: seconds between retention sweeps (0 = never sweep)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def describe(self) -> dict[str, dict[str, str]]:
         """Every setting as text, secrets masked (for logs and `livecommerce config`)."""
@@ -300,4 +313,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         trim_interval_s=env.number("RELAY_TRIM_INTERVAL", 5.0, minimum=0.0, maximum=86_400),
         port=env.integer("RELAY_PORT", 0, minimum=0, maximum=65_535),
     )
-    return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay)
+    privacy = PrivacySettings(
+        retain_events_h=env.integer("RETAIN_EVENTS_HOURS", 72, minimum=1, maximum=100_000),
+        retain_dead_letters_d=env.integer("RETAIN_DEAD_LETTERS_DAYS", 30, minimum=1,
+                                          maximum=10_000),
+        retain_holds_d=env.integer("RETAIN_HOLDS_DAYS", 30, minimum=1, maximum=10_000),
+        retention_interval_s=env.number("RETENTION_INTERVAL", 300.0, minimum=0, maximum=86_400),
+    )  # fmt: skip
+    return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay, privacy=privacy)

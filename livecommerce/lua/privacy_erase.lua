@@ -5,8 +5,9 @@
 --   * orders stream: each of the viewer's entries is deleted and its pseudonymised copy kept in
 --     the erasure ledger under the same entry id (the audit reads both; seq "erased_entries"
 --     counts them); one the relay's group has not yet handed over is appended again,
---     pseudonymised, as a replay (counted in seq "replays"), so the backend still gets the order; then an `order.erased` entry per
---     order (counted in seq "erasures") tells the backend through the relay;
+--     pseudonymised, as a replay (counted in seq "replays"), so the backend still gets the
+--     order; then an `order.erased` entry per order (counted in seq "erasures") tells the
+--     backend through the relay;
 --   * seq b:<viewer>, held/bought hashes: the field moves to the pseudonym, values unchanged;
 --   * hold records: v (and the embedded order's viewer and payment reference) rewritten;
 --   * idempotency records of the viewer: deleted.
