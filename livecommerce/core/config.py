@@ -153,6 +153,8 @@ class InventorySettings:
     """LIVECOMMERCE_ENDING_SOON: seconds before a timed offer closes that "ending soon" is sent."""
     reap_interval_s: float = 1.0
     """LIVECOMMERCE_REAP_INTERVAL: seconds between passes of the expired-hold reaper."""
+    limit_per_payment: bool = False
+    """LIVECOMMERCE_LIMIT_PER_PAYMENT: a drop's per-viewer limit also per payment reference."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         event_log_size=env.integer("EVENT_LOG_SIZE", 10_000, minimum=100, maximum=10_000_000),
         ending_soon_s=env.integer("ENDING_SOON", 10, minimum=0, maximum=3600),
         reap_interval_s=env.number("REAP_INTERVAL", 1.0, minimum=0.05, maximum=60),
+        limit_per_payment=env.flag("LIMIT_PER_PAYMENT", False),
     )
     token_secret = env.secret("TOKEN_SECRET")
     if token_secret is not None and len(token_secret.reveal().encode()) < 32:

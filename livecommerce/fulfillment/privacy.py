@@ -46,6 +46,7 @@ PLACES: dict[str, str] = {
     "drop.held": VIEWER_DATA,
     "drop.bought": VIEWER_DATA,
     "drop.orders_index": "no: order id -> units",
+    "drop.payers": "no: one-way hash of (drop, payment reference) -> units; names no viewer",
     "drop.orders": "same key as the show's orders stream",
     "drop.events": "same key as the show's event log",
     "drop.seq": "same key as the show's seq hash",

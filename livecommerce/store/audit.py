@@ -74,6 +74,7 @@ async def _snapshot(
             pipe.hgetall(k.held)
             pipe.hgetall(k.bought)
             pipe.hgetall(k.orders_index)
+            pipe.hgetall(k.payers)
         results = await pipe.execute(raise_on_error=False)
         ids_now, seq, entries, info, ledger, *per_drop = results
         if isinstance(ids_now, Exception) or [text(d) for d in ids_now] != drop_ids:
@@ -93,7 +94,7 @@ async def _snapshot(
             stream_info = {text(k): v for k, v in info.items()}
         drops: dict[str, DropSnapshot] = {}
         for i, drop in enumerate(wanted):
-            rec, holds, holdrec, held, bought, orders_index = per_drop[i * 6 : i * 6 + 6]
+            rec, holds, holdrec, held, bought, orders_index, payers = per_drop[i * 7 : i * 7 + 7]
             drops[drop] = DropSnapshot(
                 id=drop,
                 record=text_map(rec),
@@ -102,6 +103,7 @@ async def _snapshot(
                 held=text_map(held),
                 bought=text_map(bought),
                 orders_index=text_map(orders_index),
+                payers=text_map(payers),
             )
         return ShowSnapshot(
             show, drop_ids, drops, text_map(seq), stream, stream_info, text_map(ledger)

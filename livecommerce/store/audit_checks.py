@@ -72,6 +72,18 @@ class Checker:
         records, held_by_viewer = self._holds(where, snap, counters["held"], seq)
         self._viewers(where, snap, held_by_viewer, counters["sold"], counters["limit"])
         self._orders_index(where, snap, records, counters["sold"], seq)
+        self._payers(where, snap, counters["sold"], counters["limit"])
+
+    def _payers(self, where: str, snap: DropSnapshot, sold: int, limit: int) -> None:
+        """Per payment reference (hashed): the limit holds across viewer ids sharing one."""
+        paid_total = 0
+        for payer, raw_units in snap.payers.items():
+            units = _int(raw_units) or 0
+            paid_total += units
+            if units > limit:
+                self.fail(where, f"payment reference {payer[:12]}: bought {units} > limit {limit}")
+        if paid_total > sold:
+            self.fail(where, f"payment references account for {paid_total} units, sold {sold}")
 
     def _stock(self, where: str, rec: dict[str, str], counters: dict[str, int]) -> None:
         """No unit made or lost, none oversold; the counters agree with the drop's state."""

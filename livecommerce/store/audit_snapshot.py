@@ -69,6 +69,8 @@ class DropSnapshot:
     held: dict[str, str]
     bought: dict[str, str]
     orders_index: dict[str, str]
+    payers: dict[str, str] = field(default_factory=dict)
+    """Units bought per payment reference (hashed): each <= limit, all <= sold."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:drop:<d>:held        hash    viewer -> units currently held
     B:drop:<d>:bought      hash    viewer -> units bought
     B:drop:<d>:orders      hash    order id -> units, every confirmed order of the drop
+    B:drop:<d>:payers      hash    sha1(drop key | payment reference) -> units bought with it
     B:req:<viewer>:<rid>   string  first result of a request id (idempotency), expires
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
@@ -58,6 +59,9 @@ class DropKeys:
     orders: str
     events: str
     seq: str
+    payers: str = ""
+    """Units per payment reference (one-way hash): the limit across viewer ids sharing one.
+    Not in :meth:`as_list`; the sale scripts take it as a script-specific key."""
 
     def as_list(self) -> list[str]:
         return [
@@ -122,6 +126,7 @@ class Keyspace:
             orders=self.orders(show),
             events=self.events(show),
             seq=self.seq(show),
+            payers=f"{d}:payers",
         )
 
     # -- global indexes --------------------------------------------------------------------------
