@@ -238,12 +238,23 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class FraudSettings:
+    risk_url: str = ""
+    """LIVECOMMERCE_RISK_URL: fraud-scoring endpoint asked before each confirm (empty = none)."""
+    risk_timeout_ms: int = 150
+    """LIVECOMMERCE_RISK_TIMEOUT_MS: time budget of one risk check, connection included."""
+    risk_fail_open: bool = True
+    """LIVECOMMERCE_RISK_FAIL_OPEN: on a timeout or error, confirm anyway (false: refuse)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    fraud: FraudSettings = field(default_factory=FraudSettings)
 
     def describe(self) -> dict[str, dict[str, str]]:
         """Every setting as text, secrets masked (for logs and `livecommerce config`)."""
@@ -324,4 +335,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         retain_holds_d=env.integer("RETAIN_HOLDS_DAYS", 30, minimum=1, maximum=10_000),
         retention_interval_s=env.number("RETENTION_INTERVAL", 300.0, minimum=0, maximum=86_400),
     )  # fmt: skip
-    return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay, privacy=privacy)
+    fraud = FraudSettings(
+        risk_url=env.text("RISK_URL", ""),
+        risk_timeout_ms=env.integer("RISK_TIMEOUT_MS", 150, minimum=1, maximum=60_000),
+        risk_fail_open=env.flag("RISK_FAIL_OPEN", True),
+    )
+    if fraud.risk_url and not fraud.risk_url.startswith(("http://", "https://")):
+        raise ConfigError(PREFIX + "RISK_URL", "expected an http:// or https:// URL")
+    return Settings(
+        redis=redis, inventory=inventory, gateway=gateway, relay=relay, privacy=privacy,
+        fraud=fraud,
+    )  # fmt: skip

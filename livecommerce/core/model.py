@@ -49,6 +49,7 @@ class Reason(StrEnum):
     HOLD_CANCELLED = "hold_cancelled"
     HOLD_CONFIRMED = "hold_confirmed"
     REQUEST_ID_REUSED = "request_id_reused"
+    RISK_REFUSED = "risk_refused"
 
 
 class DropKind(StrEnum):

@@ -45,6 +45,7 @@ from livecommerce.realtime.protocol import (
     error,
     result_message,
 )
+from livecommerce.realtime.risk import RiskCheck, screen
 from livecommerce.store.services import Services
 
 log = logging.getLogger("livecommerce.gateway")
@@ -109,6 +110,8 @@ class Gateway:
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
         secret = self.settings.token_secret
         self._secret = secret.reveal() if secret is not None else None
+        fraud = services.settings.fraud
+        self.risk = RiskCheck(fraud, services.registry) if fraud.risk_url else None
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -132,6 +135,8 @@ class Gateway:
             for show in self._counted:
                 await self.services.redis.hdel(self.services.keys.viewers(show), self.process_id)
         await self.hub.stop()
+        if self.risk is not None:
+            await self.risk.aclose()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -397,6 +402,10 @@ class Gateway:
 
     async def _run_command(self, show: str, cmd: Command) -> Outcome:
         inv = self.services.inventory
+        if self.risk is not None:
+            refused = await screen(self.risk, inv, show, cmd)
+            if refused is not None:
+                return refused
         if cmd.op is Op.RESERVE:
             return await inv.reserve(show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id,
                                      currency=cmd.currency)  # fmt: skip
