@@ -8,6 +8,7 @@ Secrets are wrapped in :class:`Secret`, which prints as ``***``. Every variable 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -245,6 +246,16 @@ class FraudSettings:
     """LIVECOMMERCE_RISK_TIMEOUT_MS: time budget of one risk check, connection included."""
     risk_fail_open: bool = True
     """LIVECOMMERCE_RISK_FAIL_OPEN: on a timeout or error, confirm anyway (false: refuse)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """LIVECOMMERCE_TRUSTED_PROXIES: addresses/CIDRs whose X-Forwarded-For is believed."""
+    address_connections: int = 0
+    """LIVECOMMERCE_ADDRESS_CONNECTIONS: open connections per client address (0 = no limit)."""
+    address_handshakes_per_s: float = 0.0
+    """LIVECOMMERCE_ADDRESS_HANDSHAKES: WebSocket handshakes per second per address (0 = off)."""
+    viewer_connections: int = 0
+    """LIVECOMMERCE_VIEWER_CONNECTIONS: open connections per viewer id (0 = no limit)."""
+    viewer_attempts_per_s: float = 0.0
+    """LIVECOMMERCE_VIEWER_ATTEMPTS: buy attempts per second per viewer and drop (0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +350,17 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         risk_url=env.text("RISK_URL", ""),
         risk_timeout_ms=env.integer("RISK_TIMEOUT_MS", 150, minimum=1, maximum=60_000),
         risk_fail_open=env.flag("RISK_FAIL_OPEN", True),
+        trusted_proxies=env.items("TRUSTED_PROXIES", ()),
+        address_connections=env.integer("ADDRESS_CONNECTIONS", 0, minimum=0, maximum=1_000_000),
+        address_handshakes_per_s=env.number("ADDRESS_HANDSHAKES", 0.0, minimum=0, maximum=1e6),
+        viewer_connections=env.integer("VIEWER_CONNECTIONS", 0, minimum=0, maximum=10_000),
+        viewer_attempts_per_s=env.number("VIEWER_ATTEMPTS", 0.0, minimum=0, maximum=10_000),
     )
+    for proxy in fraud.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ConfigError(PREFIX + "TRUSTED_PROXIES", f"{proxy!r} is no address") from exc
     if fraud.risk_url and not fraud.risk_url.startswith(("http://", "https://")):
         raise ConfigError(PREFIX + "RISK_URL", "expected an http:// or https:// URL")
     return Settings(

@@ -94,7 +94,7 @@ async def erase_show(
             candidates.append(entry_id)
     drops = [text(d) for d in await redis.zrange(keyspace.drops(show), 0, -1)]
     requests = await request_keys(redis, keyspace, show, viewer)
-    keys = [keyspace.seq(show), keyspace.orders(show), keyspace.erased(show)]
+    keys = [keyspace.seq(show), keyspace.orders(show), keyspace.erased(show), keyspace.blocks(show)]
     for drop in drops:
         k = keyspace.drop(show, drop)
         keys += [k.holdrec, k.held, k.bought]

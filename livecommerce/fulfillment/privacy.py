@@ -36,6 +36,7 @@ PLACES: dict[str, str] = {
     "orders": VIEWER_DATA,  # the outbox: viewer and payment reference of each order
     "events": "no: show and drop events only (drop views, never a viewer or an order)",
     "channel": "no: pub/sub channel, nothing stored",
+    "blocks": VIEWER_DATA,  # a host blocked this viewer (or an address) in a show
     "erased": "no: pseudonymised copies of erased outbox entries (kept for accounting)",
     "viewers": "no: gateway process id -> viewer count",
     "request": VIEWER_DATA,  # B:req:<viewer>:<rid> idempotency records (the hold or order)
@@ -118,6 +119,9 @@ async def _show_part(
     part: dict[str, Any] = {}
     if await redis.hexists(keyspace.seq(show), f"b:{viewer}"):
         part["buyer"] = True
+    block = await redis.hget(keyspace.blocks(show), f"viewer:{viewer}")
+    if block is not None:
+        part["blocked"] = orjson.loads(block)
     per_drop: dict[str, Any] = {}
     for drop in drops:
         k = keyspace.drop(show, drop)
@@ -181,6 +185,8 @@ async def _export(redis: aioredis.Redis, keyspace: Keyspace, viewer: str) -> dic
         shows[show] = part
         if part.get("buyer"):
             found.add("seq")
+        if "blocked" in part:
+            found.add("blocks")
         if "orders" in part:
             found.add("orders")
         if "requests" in part:

@@ -29,6 +29,7 @@ from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import Outcome, drop_view
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.realtime.edge import Edge
 from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
 from livecommerce.realtime.outbox import Outbox
@@ -46,6 +47,7 @@ from livecommerce.realtime.protocol import (
     result_message,
 )
 from livecommerce.realtime.risk import RiskCheck, screen
+from livecommerce.store.blocks import Blocks
 from livecommerce.store.services import Services
 
 log = logging.getLogger("livecommerce.gateway")
@@ -71,7 +73,16 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 class Connection:
-    __slots__ = ("closing", "encoding", "outbox", "session", "show", "websocket")
+    __slots__ = (
+        "address",
+        "closing",
+        "encoding",
+        "outbox",
+        "session",
+        "show",
+        "viewer",
+        "websocket",
+    )
 
     def __init__(self, websocket: WebSocket, encoding: Encoding, outbox: Outbox,
                  session: Session) -> None:  # fmt: skip
@@ -81,6 +92,10 @@ class Connection:
         self.session = session
         self.show: str | None = None
         self.closing = False
+        self.address = ""
+        """The client address limits and blocks apply to (realtime.edge)."""
+        self.viewer = ""
+        """The viewer id counted against the per-viewer connection limit, once joined."""
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.push(Frame(message))
@@ -112,6 +127,7 @@ class Gateway:
         self._secret = secret.reveal() if secret is not None else None
         fraud = services.settings.fraud
         self.risk = RiskCheck(fraud, services.registry) if fraud.risk_url else None
+        self.edge = Edge(fraud, Blocks(services.redis, services.keys))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,10 +171,25 @@ class Gateway:
             self.metrics.refused.labels(refusal or "subprotocol").inc()
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
+        address = self.edge.address_of(websocket)
+        limited = self.edge.guard.admit(address, time.monotonic())
+        if limited is not None:
+            self.metrics.refused.labels(limited[0]).inc()
+            await self.edge.refuse_handshake(websocket, *limited)
+            return
+        try:
+            await self._accepted(websocket, encoding, offered, address)
+        finally:
+            self.edge.guard.leave(address)
+
+    async def _accepted(
+        self, websocket: WebSocket, encoding: Encoding, offered: list[str], address: str
+    ) -> None:
         await websocket.accept(subprotocol=encoding.subprotocol if offered else None)
         self.metrics.accepted.labels(str(encoding)).inc()
         self.metrics.connections.labels(str(encoding)).inc()
         conn = self._connect(websocket, encoding)
+        conn.address = address
         try:
             await self._serve(conn)
         except WebSocketDisconnect:
@@ -207,6 +238,9 @@ class Gateway:
     async def _release(self, conn: Connection) -> None:
         """Everything a connection held, given back (its show's subscription, its outbox)."""
         conn.session.close()
+        if conn.viewer:
+            self.edge.guard.part(conn.viewer)
+            conn.viewer = ""
         if conn.show is not None:
             with contextlib.suppress(Exception):
                 await self.hub.leave(conn.show, conn.outbox)
@@ -283,6 +317,13 @@ class Gateway:
             conn.send(error(ErrorCode.UNKNOWN_SHOW, f"no show {show!r}").message)
             await self._close(conn, CloseCode.UNKNOWN_SHOW, "unknown_show")
             return False
+        refused = await self.edge.refuse_join(show, join.viewer or "", conn.address)
+        if refused is not None:
+            code, close = refused
+            conn.send(error(code, f"{code}: not admitted to show {show!r}").message)
+            await self._close(conn, close, str(code))
+            return False
+        conn.viewer = join.viewer or ""
         conn.show = show
         conn.outbox.hold()
         await self.hub.join(show, conn.outbox)
@@ -383,7 +424,8 @@ class Gateway:
         started = time.perf_counter()
         try:
             async with self._command_slots:
-                outcome = await self._run_command(show, cmd)
+                refused = await self.edge.refuse_command(show, conn.address, cmd)
+                outcome = refused or await self._run_command(show, cmd)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
             conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,

@@ -20,6 +20,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
     B:erased               hash    erasure ledger: orders-stream entry id -> pseudonymised copy
+    B:blocks               hash    "viewer:<id>" / "address:<ip>" -> block record (JSON)
     P:{s:<show>}:live      channel live events of the show (pub/sub)
     B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
 
@@ -101,6 +102,9 @@ class Keyspace:
 
     def events(self, show: str) -> str:
         return f"{self.base(show)}:events"
+
+    def blocks(self, show: str) -> str:
+        return f"{self.base(show)}:blocks"
 
     def erased(self, show: str) -> str:
         return f"{self.base(show)}:erased"

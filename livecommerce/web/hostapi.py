@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from livecommerce.core.errors import (
     LivecommerceError,
 )
-from livecommerce.web import api_privacy
+from livecommerce.web import api_blocks, api_privacy
 from livecommerce.web.api_drops import (
     change_window,
     close_drop,
@@ -149,6 +149,14 @@ OPERATIONS: tuple[Operation, ...] = (
               fields=("closes_at", "closes_in_ms", "extend_ms"), response="Drop"),
     Operation("GET", D + "/stats", get_drop_stats, "getDropStats", "Live stats of one drop",
               "stats", response="DropStats"),
+    Operation("GET", S + "/blocks", api_blocks.list_blocks, "listBlocks",
+              "Viewers and addresses blocked in a show", "blocks", response="BlockList"),
+    Operation("POST", S + "/blocks", api_blocks.block, "blockViewer",
+              "Block a viewer id or a client address in a show", "blocks", body="BlockRequest",
+              fields=api_blocks.BLOCK_FIELDS, response="Block", status=201),
+    Operation("POST", S + "/unblock", api_blocks.unblock, "unblockViewer",
+              "Lift a block", "blocks", body="UnblockRequest", fields=("kind", "value"),
+              response="Unblocked"),
     Operation("GET", api_privacy.VIEWER, api_privacy.export_viewer, "exportViewer",
               "Everything stored about a viewer (operator key)", "privacy",
               response="PrivacyExport", role="operator"),

@@ -127,6 +127,29 @@ SCHEMAS: dict[str, Any] = {
         ("type", "title", "status", "detail"),
     ),
     "Me": obj({"host": ID, "key": {"type": "object"}, "server_time": MS}),
+    "Block": obj(
+        {
+            "kind": {"type": "string", "enum": ["viewer", "address"]},
+            "value": {"type": "string", "description": "Viewer id, or IPv4/IPv6 address"},
+            "by": ID,
+            "at": MS,
+            "reason": {"type": "string"},
+        }
+    ),
+    "BlockList": obj({"blocks": {"type": "array", "items": ref("Block")}}),
+    "BlockRequest": obj(
+        {
+            "kind": {"type": "string", "enum": ["viewer", "address"]},
+            "value": {"type": "string"},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+        ("kind", "value"),
+    ),
+    "UnblockRequest": obj(
+        {"kind": {"type": "string", "enum": ["viewer", "address"]}, "value": {"type": "string"}},
+        ("kind", "value"),
+    ),
+    "Unblocked": obj({"removed": {"type": "boolean"}}),
     "PrivacyExport": obj(
         {
             "viewer": ID,

@@ -12,6 +12,7 @@ from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import deadletters
 from livecommerce.fulfillment.sink import WEBHOOK_PATH, create_app
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
+from livecommerce.store.blocks import Blocks
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
@@ -41,6 +42,8 @@ async def seed(redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory,
         sold = await inventory.buy_now(show, "b", viewer, 2, f"r3-{tag}", f"card-{viewer}")
         assert sold.ok, sold
         bought[show] = 3
+    # A host blocked the viewer in one show.
+    await Blocks(redis, keyspace).block(SHOWS[1], "viewer", viewer, by="host1", reason="resale")
     # A dead letter: the relay gave up on one of the viewer's orders.
     entry_id, fields = (await redis.xrange(keyspace.orders(SHOWS[0])))[-1]
     own = [f for _i, f in await redis.xrange(keyspace.orders(SHOWS[0]))

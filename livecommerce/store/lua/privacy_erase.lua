@@ -14,7 +14,8 @@
 local seq_key = KEYS[1]             -- B:seq
 local orders_key = KEYS[2]          -- B:orders   (the outbox)
 local ledger_key = KEYS[3]          -- B:erased   stream entry id -> pseudonymised fields (JSON)
--- KEYS[4 ..]: per drop holdrec, held, bought (ARGV[4] drops); then ARGV[5] request keys.
+local blocks_key = KEYS[4]          -- B:blocks   a host's block of the viewer moves too
+-- KEYS[5 ..]: per drop holdrec, held, bought (ARGV[4] drops); then ARGV[5] request keys.
 local viewer = ARGV[1]
 local pseudonym = ARGV[2]
 local group = ARGV[3]
@@ -116,12 +117,18 @@ local function move(key, from, to)
   redis.call('HINCRBY', key, to, tonumber(value))
   counts.counters = counts.counters + 1
 end
+local block = redis.call('HGET', blocks_key, 'viewer:' .. viewer)
+if block then
+  redis.call('HDEL', blocks_key, 'viewer:' .. viewer)
+  redis.call('HSET', blocks_key, 'viewer:' .. pseudonym, block)
+  counts.counters = counts.counters + 1
+end
 if redis.call('HDEL', seq_key, 'b:' .. viewer) == 1 then
   redis.call('HSETNX', seq_key, 'b:' .. pseudonym, '1')
   counts.counters = counts.counters + 1
 end
 for d = 0, ndrops - 1 do
-  local holdrec, held, bought = KEYS[4 + d * 3], KEYS[5 + d * 3], KEYS[6 + d * 3]
+  local holdrec, held, bought = KEYS[5 + d * 3], KEYS[6 + d * 3], KEYS[7 + d * 3]
   local flat = redis.call('HGETALL', holdrec)
   for i = 1, #flat, 2 do
     local rec = cjson.decode(flat[i + 1])
@@ -141,6 +148,6 @@ end
 
 -- 3. Idempotency records (each holds the viewer's hold or order as first answered).
 for i = 1, nreq do
-  counts.requests = counts.requests + redis.call('DEL', KEYS[3 + ndrops * 3 + i])
+  counts.requests = counts.requests + redis.call('DEL', KEYS[4 + ndrops * 3 + i])
 end
 return cjson.encode(counts)
