@@ -3,6 +3,7 @@
 // GET /api/shows/{show}/live (read with fetch so the key travels in a header, not the URL).
 
 import { h, formatMoney, formatDuration, ServerClock, toMinor } from "./common.js";
+import { blocksSection, loadBlocks } from "./blocks.js";
 
 const root = document.getElementById("app");
 const clock = new ServerClock();
@@ -117,7 +118,9 @@ function selectShow(id) {
   state.drops = new Map();
   state.stats = null;
   state.orders = [];
+  state.blocks = [];
   startLive();
+  loadBlocks(panel).then(render);
 }
 
 async function startLive() {
@@ -473,7 +476,8 @@ function render() {
       h("button", { class: "link", onclick: () => { signOut(); render(); } }, "Sign out")),
     state.toast ? h("div", { class: `notice ${state.toast.kind}`, "data-testid": "toast" },
       state.toast.text) : "",
-    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(), dropsSection()));
+    h("div", { class: "grid" }, showSection(), blocksSection(panel), catalogSection(), dashboard(),
+      dropsSection()));
 }
 
 // While a form field has focus only the dashboard and drop table are refreshed in place.
@@ -497,6 +501,8 @@ setInterval(() => {
     else if (d.state === "open" && d.closes_at) el.textContent = `ends in ${formatDuration(d.closes_at - now)}`;
   }
 }, 250);
+
+const panel = { state, api, act, render };  // what blocks.js needs of the panel
 
 render();
 if (state.key) signIn(state.key);
