@@ -38,7 +38,7 @@ async def app_server(redis_url: str, keyspace: Keyspace) -> AsyncIterator[Runnin
     settings = Settings(
         gateway=GatewaySettings(
             token_secret=Secret(SECRET), stock_interval_s=0.0, drain_s=1.0, demo=False
-        )  # fmt: skip
+        )
     )
     async with serve(create_app(settings, redis_url=redis_url, keyspace=keyspace)) as running:
         yield running
