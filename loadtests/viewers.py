@@ -21,13 +21,14 @@ import random
 import resource
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
+from loadtests.bots import BotPlan
 from loadtests.common import SpikePlan
 
 PROGRESS_INTERVAL_S = 0.5
@@ -51,6 +52,8 @@ class WorkerConfig:
     encoding: str = "json"
     reply_timeout_s: float = 10.0
     open_timeout_s: float = 15.0
+    bots: dict[str, Any] = field(default_factory=dict)
+    """:class:`loadtests.bots.BotPlan` fields (empty: no bot mode)."""
 
 
 def raise_open_files_limit() -> int:
@@ -92,6 +95,7 @@ class Samples:
         self.outcomes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.units_by_viewer: dict[str, int] = {}
+        self.bot_outcomes: Counter[str] = Counter()
         self.orders: list[str] = []
         self.connected: list[tuple[float, int]] = []
         self.close_codes: Counter[str] = Counter()
@@ -127,6 +131,7 @@ class Samples:
             "outcomes": dict(self.outcomes),
             "errors": dict(self.errors),
             "units_by_viewer": self.units_by_viewer,
+            "bot_outcomes": dict(self.bot_outcomes),
             "orders": self.orders,
             "connected": self.connected,
             "close_codes": dict(self.close_codes),
@@ -139,6 +144,7 @@ class Viewers:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.plan = SpikePlan(**config.plan)
+        self.bots = BotPlan(**config.bots)
         self.samples = Samples()
         self.clients: list[Client] = []
         self.stopping = asyncio.Event()
@@ -156,6 +162,7 @@ class Viewers:
                 token=token,
                 encoding=Encoding(self.config.encoding),
                 open_timeout_s=self.config.open_timeout_s,
+                headers=self.bots.headers(index),
             )
             t0 = time.perf_counter()
             try:
@@ -253,17 +260,27 @@ class Viewers:
                 await asyncio.sleep(max(0.0, begin + delay - time.monotonic()))
                 if self.stopping.is_set():
                     return
-                await self._buy(client, viewer, k)
+                await self._buy(client, viewer, k, index)
         finally:
             self.samples.buyers_done += 1
 
-    async def _buy(self, client: Client, viewer: str, k: int) -> None:
+    async def _buy(self, client: Client, viewer: str, k: int, index: int = 0) -> None:
         s = self.samples
+        outcomes_before = s.outcomes.copy() if self.bots.is_bot(index) else None
+        try:
+            await self._buy_once(client, viewer, k, index)
+        finally:
+            if outcomes_before is not None:  # what this bot attempt came to
+                s.bot_outcomes.update(s.outcomes - outcomes_before)
+
+    async def _buy_once(self, client: Client, viewer: str, k: int, index: int) -> None:
+        s = self.samples
+        payment = self.bots.payment_reference(index, viewer, k)
         sent = now_ms()
         s.sent_at.append(sent)
         try:
             reply = await asyncio.wait_for(
-                client.buy_now(self.plan.drop, 1, f"pay-{viewer}-{k}", request_id=f"b{k}"),
+                client.buy_now(self.plan.drop, 1, payment, request_id=f"b{k}"),
                 self.config.reply_timeout_s,
             )
         except TimeoutError:
