@@ -265,15 +265,13 @@ class Viewers:
             self.samples.buyers_done += 1
 
     async def _buy(self, client: Client, viewer: str, k: int, index: int = 0) -> None:
-        s = self.samples
-        outcomes_before = s.outcomes.copy() if self.bots.is_bot(index) else None
-        try:
-            await self._buy_once(client, viewer, k, index)
-        finally:
-            if outcomes_before is not None:  # what this bot attempt came to
-                s.bot_outcomes.update(s.outcomes - outcomes_before)
+        outcome = await self._buy_once(client, viewer, k, index)
+        self.samples.outcomes[outcome] += 1
+        if self.bots.is_bot(index):
+            self.samples.bot_outcomes[outcome] += 1
 
-    async def _buy_once(self, client: Client, viewer: str, k: int, index: int) -> None:
+    async def _buy_once(self, client: Client, viewer: str, k: int, index: int) -> str:
+        """One attempt; returns its outcome label (ok, a refusal reason, timeout, ...)."""
         s = self.samples
         payment = self.bots.payment_reference(index, viewer, k)
         sent = now_ms()
@@ -284,27 +282,22 @@ class Viewers:
                 self.config.reply_timeout_s,
             )
         except TimeoutError:
-            s.outcomes["timeout"] += 1
-            return
+            return "timeout"
         except Exception as exc:
-            s.outcomes[f"lost:{type(exc).__name__}"] += 1
-            return
+            return f"lost:{type(exc).__name__}"
         got = float(reply.get("_rx_ms") or now_ms())
         s.buy_ms.append(got - sent)
         s.answered_at.append(got)
         if reply.get("type") == "error":
-            s.outcomes[f"error:{reply.get('code')}"] += 1
-        elif reply.get("ok"):
-            s.outcomes["ok"] += 1
-            s.ok_at.append(got)
-            order = reply.get("order") or {}
-            s.units_by_viewer[viewer] = s.units_by_viewer.get(viewer, 0) + int(
-                order.get("quantity", 1)
-            )
-            if order.get("id"):
-                s.orders.append(str(order["id"]))
-        else:
-            s.outcomes[str(reply.get("reason"))] += 1
+            return f"error:{reply.get('code')}"
+        if not reply.get("ok"):
+            return str(reply.get("reason"))
+        s.ok_at.append(got)
+        order = reply.get("order") or {}
+        s.units_by_viewer[viewer] = s.units_by_viewer.get(viewer, 0) + int(order.get("quantity", 1))
+        if order.get("id"):
+            s.orders.append(str(order["id"]))
+        return "ok"
 
     # -- the process ----------------------------------------------------------------------------
     def connected_now(self) -> int:

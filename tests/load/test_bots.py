@@ -59,5 +59,6 @@ def test_bots_get_one_viewers_limit_with_the_defences_on(tmp_path: Path) -> None
     assert bots["bot_viewers"] == 100
     assert bots["units_bots_obtained"] <= 2, bots  # one card: one viewer's limit, all bots
     assert bots["bot_outcomes"].get("limit_exceeded", 0) > 0, bots
+    assert 0 < sum(bots["bot_outcomes"].values()) <= 100 * 4  # each bot attempt at most once
     assert bots["units_honest_viewers_obtained"] == 40 - bots["units_bots_obtained"], bots
     assert "bots:" in done.stdout
