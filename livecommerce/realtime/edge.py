@@ -7,6 +7,7 @@ extra Redis round trip; a new block takes effect within that time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ class Edge:
         self.guard = Guard(settings)
         self.blocks = blocks
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._fetching: dict[str, asyncio.Future[frozenset[str]]] = {}
 
     # -- handshake ---------------------------------------------------------------------------
     def address_of(self, websocket: WebSocket) -> str:
@@ -50,14 +52,34 @@ class Edge:
         now = time.monotonic()
         cached = self._cache.get(show)
         if cached is None or now - cached[0] > BLOCKS_REFRESH_S:
-            cached = (now, await self.blocks.fields(show))
-            self._cache[show] = cached
-        fields = cached[1]
+            fields = await self._refresh(show, now)
+        else:
+            fields = cached[1]
         if not fields:
             return False
         return (bool(viewer) and field_of(BlockKind.VIEWER, viewer) in fields) or (
             bool(address) and field_of(BlockKind.ADDRESS, address) in fields
         )
+
+    async def _refresh(self, show: str, now: float) -> frozenset[str]:
+        """One read of a show's blocks at a time, however many attempts wait for it (a burst
+        arriving as the cache expires costs one round trip, not one per attempt)."""
+        pending = self._fetching.get(show)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._fetching[show] = future
+        try:
+            fields = await self.blocks.fields(show)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._fetching.pop(show, None)
+        future.set_result(fields)
+        self._cache[show] = (now, fields)
+        return fields
 
     # -- join --------------------------------------------------------------------------------
     async def refuse_join(

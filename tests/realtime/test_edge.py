@@ -3,6 +3,7 @@ each limit refuses with its documented code and leaves other addresses and viewe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.realtime.codec import SUBPROTOCOL_JSON
 from livecommerce.realtime.guard import Guard
 from livecommerce.realtime.tokens import mint
+from livecommerce.store.blocks import Blocks
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
@@ -172,3 +174,23 @@ async def test_a_host_blocks_a_viewer_and_an_address_at_the_edge(
         r = await api.post("/shows/s1/unblock", json={"kind": "viewer", "value": "bot1"})
         assert r.json() == {"removed": True}
         assert (await bot.reserve("d1", 1, request_id="r3"))["ok"]
+
+
+async def test_a_burst_as_the_block_cache_expires_reads_the_blocks_once(
+    redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    class Counting(Blocks):
+        reads = 0
+
+        async def fields(self, show: str) -> frozenset[str]:
+            Counting.reads += 1
+            return await super().fields(show)
+
+    blocks = Counting(redis, keyspace)
+    await blocks.block("s1", "viewer", "bot1", by="h1")
+    checks = edge.Edge(FraudSettings(), blocks)
+    results = await asyncio.gather(
+        *(checks.blocked("s1", f"v{i % 3}" if i % 2 else "bot1", "") for i in range(50))
+    )
+    assert Counting.reads == 1
+    assert results.count(True) == 25
