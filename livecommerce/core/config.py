@@ -156,6 +156,10 @@ class InventorySettings:
     """LIVECOMMERCE_REAP_INTERVAL: seconds between passes of the expired-hold reaper."""
     limit_per_payment: bool = False
     """LIVECOMMERCE_LIMIT_PER_PAYMENT: a drop's per-viewer limit also per payment reference."""
+    stock_shortfall: str = "reduce"
+    """LIVECOMMERCE_STOCK_SHORTFALL: on-hand below what drops allocated: reduce, close, keep."""
+    sync_secrets: Secret | None = None
+    """LIVECOMMERCE_SYNC_SECRETS: inbound stock sources, ``name=secret,...`` (docs/stock-in.md)."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +304,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ending_soon_s=env.integer("ENDING_SOON", 10, minimum=0, maximum=3600),
         reap_interval_s=env.number("REAP_INTERVAL", 1.0, minimum=0.05, maximum=60),
         limit_per_payment=env.flag("LIMIT_PER_PAYMENT", False),
+        stock_shortfall=env.choice("STOCK_SHORTFALL", "reduce", ("reduce", "close", "keep")),
+        sync_secrets=env.secret("SYNC_SECRETS"),
     )
+    if inventory.sync_secrets is not None:
+        for item in inventory.sync_secrets.reveal().split(","):
+            name, sep, secrets = item.strip().partition("=")
+            if item.strip() and (not sep or not name.strip() or not secrets.split()):
+                raise ConfigError(PREFIX + "SYNC_SECRETS", "expected name=secret[ secret],...")
     token_secret = env.secret("TOKEN_SECRET")
     if token_secret is not None and len(token_secret.reveal().encode()) < 32:
         # HS256 keys shorter than the hash are guessable offline from one token (RFC 7518 3.2).

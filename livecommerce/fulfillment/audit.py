@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from livecommerce.fulfillment import deadletters
 from livecommerce.fulfillment.deadletters import text
+from livecommerce.fulfillment.stock_events import is_stock_event_id
 from livecommerce.fulfillment.webhooks import order_id_of
 from livecommerce.store.keys import Keyspace
 
@@ -95,7 +96,11 @@ async def audit(redis: aioredis.Redis, keyspace: Keyspace) -> AuditReport:
     """Compare the three records; see the module docstring for what ``ok`` means."""
     confirmed = await confirmed_orders(redis, keyspace)
     streamed = await streamed_orders(redis, keyspace)
-    received = {order_id_of(text(k)) for k in await redis.hkeys(keyspace.sink_received)}
+    received = {
+        order_id_of(text(k))
+        for k in await redis.hkeys(keyspace.sink_received)
+        if not is_stock_event_id(text(k))  # inventory.adjusted events are not orders
+    }
     dead: set[str] = set()
     start = "-"
     while True:

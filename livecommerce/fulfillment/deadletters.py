@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from livecommerce.core.errors import NotFoundError, StoreError
+from livecommerce.fulfillment.stock_events import is_stock_stream
 from livecommerce.store.keys import Keyspace
 
 DL_FIELDS = ("dl_stream", "dl_entry", "dl_error", "dl_attempts", "dl_at")
@@ -151,6 +152,10 @@ async def replay(
         for letter in letters:
             show = letter.order.get("show", "")
             target = letter.stream or keyspace.orders(show)
+            if is_stock_stream(target):  # an inventory.adjusted event: no show counters
+                await redis.xadd(target, {**letter.order, "replay_of": letter.id})  # type: ignore[dict-item]
+                await redis.xdel(keyspace.dead_letters, letter.id)
+                continue
             # A replay is marked (``replay_of``) and counted in the show's counters in the same
             # MULTI, so the audit tells it from a second sale of the same order.
             pipe = redis.pipeline(transaction=True)

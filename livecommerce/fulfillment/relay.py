@@ -21,6 +21,9 @@ pipeline. Until then it stays in the group's pending entries list (PEL), so:
 * the streams are trimmed (``XTRIM MINID``) only below what every consumer group on them has
   acknowledged -- the relay's group and any group a backend reads with itself.
 
+The same holds for each pooled SKU's ``inventory.adjusted`` outbox stream (what the live channel
+sold and gave back, :mod:`livecommerce.fulfillment.stock_events`), read with the same group.
+
 Duplicates: an order whose 2xx was sent but not acknowledged (relay crash, ``XACK`` failure, a
 timeout after the backend took it) is sent again with the same ``webhook-id``.
 
@@ -59,7 +62,8 @@ from livecommerce.fulfillment.policy import (
     parse_id,
     trim_floor,
 )
-from livecommerce.fulfillment.webhooks import Signer, order_message, parse_secrets
+from livecommerce.fulfillment.stock_events import message_for
+from livecommerce.fulfillment.webhooks import Signer, parse_secrets
 from livecommerce.store.keys import Keyspace
 
 log = logging.getLogger("livecommerce.relay")
@@ -250,6 +254,9 @@ class Relay:
         """Find every show's orders stream and make sure our group exists on it (at id 0)."""
         shows = await self.redis.zrange(self.keys.shows, 0, -1)
         streams = [self.keys.orders(_s(s)) for s in shows]
+        # Stock out: each pooled SKU's inventory.adjusted outbox, same group, same guarantees.
+        skus = sorted(_s(s) for s in await self.redis.smembers(self.keys.pools))
+        streams += [self.keys.sku(sku).adjusted for sku in skus]
         for stream in streams:
             if stream in self._known_groups:
                 continue
@@ -322,7 +329,7 @@ class Relay:
 
     async def _attempts(self, work: _Work, fields: Fields) -> None:
         try:
-            message = order_message(fields, stream_id=work.entry_id)
+            message = message_for(work.stream, fields, stream_id=work.entry_id)
         except ValidationError as exc:
             await self._dead_letter(work, fields, f"malformed entry: {exc}", 0)
             return

@@ -31,6 +31,7 @@ class Scheduler:
             delay = self.interval_s
             try:
                 await self.inventory.run_due()
+                await self.inventory.pools.recover()  # half-done stock moves, pool returns
                 delay = await self._next_delay()
             except StoreError as exc:
                 log.warning("scheduler pass failed: %s", exc)

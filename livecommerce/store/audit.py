@@ -157,4 +157,8 @@ async def audit(redis: aioredis.Redis, keyspace: Keyspace, show: str | None = No
     report = AuditReport()
     for one in shows:
         report.merge(await audit_show(redis, keyspace, one))
+    if show is None:
+        from livecommerce.store.pool_audit import audit_pools  # the SKU pools, across slots
+
+        report.violations.extend((await audit_pools(redis, keyspace)).violations)
     return report

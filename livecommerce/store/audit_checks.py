@@ -102,12 +102,17 @@ class Checker:
             self.fail(where, f"sold={sold} is negative")
         if restocked < 0:
             self.fail(where, f"restocked={restocked} is negative")
-        if remaining + held + sold != quantity + restocked:
+        # Units a pooled drop gave back to its SKU's pool (0 without a pool: docs/stock-sync.md).
+        returned = _int(rec.get("returned", "0")) or 0
+        if returned < 0:
+            self.fail(where, f"returned={returned} is negative")
+        if remaining + held + sold + returned != quantity + restocked:
+            gave = f" + returned {returned}" if returned else ""
             self.fail(
                 where,
-                f"remaining {remaining} + held {held} + sold {sold} = "
-                f"{remaining + held + sold} != quantity {quantity} + restocked {restocked} = "
-                f"{quantity + restocked}",
+                f"remaining {remaining} + held {held} + sold {sold}{gave} = "
+                f"{remaining + held + sold + returned} != quantity {quantity} + restocked "
+                f"{restocked} = {quantity + restocked}",
             )
         if sold > quantity + restocked:
             self.fail(where, f"sold {sold} units of {quantity + restocked} in stock: oversold")

@@ -42,6 +42,7 @@ from livecommerce.core.model import (
 )
 from livecommerce.store.durability import AofBarrier
 from livecommerce.store.keys import Keyspace, drop_member, parse_drop_member
+from livecommerce.store.pools import Pools, Shortfall
 from livecommerce.store.scriptrunner import ScriptRunner, load_all
 
 
@@ -66,6 +67,7 @@ class Inventory:
         inv = settings.inventory
         self._hold_ttl_ms = inv.hold_ttl_s * 1000
         self._common_tail = (str(inv.event_log_size), str(inv.ending_soon_s * 1000))
+        self.pools = Pools(self, Shortfall(inv.stock_shortfall))
 
     async def load(self) -> None:
         """Load the scripts and find out what durability the server offers."""
@@ -168,6 +170,7 @@ class Inventory:
                 await self._drop_call("drop_close", show, drop, "final"), show, drop
             )
             await self._index(show, drop, int(result["next_due"]))
+            await self.pools.after_close(show, drop)
 
     async def get_show(self, show: str) -> dict[str, Any] | None:
         if not valid_id(show):
@@ -200,6 +203,8 @@ class Inventory:
             "closes_at": spec.closes_at,
             "duration_ms": spec.duration_ms,
         }
+        if await self.pools.has_pool(spec.sku):  # the quantity comes from the SKU's pool
+            return await self.pools.create_drop(show, fields)
         keys = [
             *self.keys.drop(show, spec.id).as_list(),
             self.keys.drops(show),
@@ -244,6 +249,9 @@ class Inventory:
         check_id("show", show)
         check_id("drop", drop)
         check_int("quantity", units, 1, MAX_STOCK)
+        pooled, sku = await self.pools.is_pooled(show, drop)
+        if pooled:
+            return await self.pools.restock(show, drop, sku, units)
         result = self._admin_result(
             await self._drop_call("drop_restock", show, drop, units), show, drop
         )
@@ -257,6 +265,7 @@ class Inventory:
         result = self._admin_result(await self._drop_call("drop_close", show, drop), show, drop)
         await self._index(show, drop, 0)
         view: dict[str, Any] = result["drop"]
+        await self.pools.after_close(show, drop)
         return view
 
     async def change_window(

@@ -23,6 +23,17 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:blocks               hash    "viewer:<id>" / "address:<ip>" -> block record (JSON)
     P:{s:<show>}:live      channel live events of the show (pub/sub)
     B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
+    B:xfers                hash    stock transfer id -> "applied" or its refusal (stock-sync.md)
+    B:drop:<d>:returns     hash    settlement id -> {"r": returned, "s": sold} not yet credited
+
+Per SKU stock pool (``K`` is ``P:{k:<sku>}``: its own hash tag, often another slot than a show)::
+
+    K:pool                 hash    ledger: on_hand, version, pool, out, back, sold, adjust, short
+    K:xfer                 hash    transfer id -> pending allocation (JSON)
+    K:credited             set     settlement ids credited to the pool
+    K:drops                set     "<show>/<drop>" of the drops that allocated from the pool
+    K:deliveries           zset    inbound delivery ids, scored by arrival (ms)
+    K:adjusted             stream  inventory.adjusted outbox of the SKU
 
 Global (cross-slot) indexes, only ever written outside the atomic scripts::
 
@@ -30,6 +41,10 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:schedule             zset    "<show>/<drop>" scored by the next time-driven transition
     P:active               set     "<show>/<drop>" that may hold stock (the reaper's worklist)
     P:products             hash    sku -> product record (JSON)
+    P:pools                set     skus that have a stock pool
+    P:xfers                set     skus that may have pending transfers (recovery worklist)
+    P:pooled               set     "<show>/<drop>" pooled drops not yet settled for good
+    P:syncitems:<source>   hash    a source's item id -> sku (Shopify inventory_item_id)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
     P:operatorkeys         hash    sha256(key) -> operator key record (JSON; privacy routes)
     P:deadletters          stream  orders the relay gave up on (with the last error)
@@ -76,6 +91,18 @@ class DropKeys:
             self.events,
             self.seq,
         ]
+
+
+@dataclass(frozen=True)
+class SkuKeys:
+    """The keys of one SKU's stock pool (one hash tag: one slot)."""
+
+    pool: str
+    xfer: str
+    credited: str
+    drops: str
+    deliveries: str
+    adjusted: str
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,39 @@ class Keyspace:
             seq=self.seq(show),
             payers=f"{d}:payers",
         )
+
+    def xfers(self, show: str) -> str:
+        return f"{self.base(show)}:xfers"
+
+    def returns(self, show: str, drop: str) -> str:
+        return f"{self.base(show)}:drop:{drop}:returns"
+
+    # -- per sku stock pool (its own hash tag) -------------------------------------------------
+    def sku(self, sku: str) -> SkuKeys:
+        base = f"{self.prefix}:{{k:{sku}}}"
+        return SkuKeys(
+            pool=f"{base}:pool",
+            xfer=f"{base}:xfer",
+            credited=f"{base}:credited",
+            drops=f"{base}:drops",
+            deliveries=f"{base}:deliveries",
+            adjusted=f"{base}:adjusted",
+        )
+
+    @property
+    def pools(self) -> str:
+        return f"{self.prefix}:pools"
+
+    @property
+    def pending_xfers(self) -> str:
+        return f"{self.prefix}:xfers"
+
+    @property
+    def pooled(self) -> str:
+        return f"{self.prefix}:pooled"
+
+    def sync_items(self, source: str) -> str:
+        return f"{self.prefix}:syncitems:{source}"
 
     # -- global indexes --------------------------------------------------------------------------
     @property

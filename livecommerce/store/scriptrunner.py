@@ -1,8 +1,9 @@
 """Loading the Lua scripts in ``livecommerce/lua`` and calling them by SHA.
 
 Drop scripts (``drop_*``, ``hold_*``, ``holds_*``) are prefixed with ``_lib.lua`` at load time,
-so shared helpers live in one file. Scripts are loaded once with SCRIPT LOAD and called with
-EVALSHA; a NOSCRIPT reply (server restarted or flushed) reloads the script and retries once.
+so shared helpers live in one file; the SKU pool scripts (``pool_*``) with ``_pool.lua``.
+Scripts are loaded once with SCRIPT LOAD and called with EVALSHA; a NOSCRIPT reply (server
+restarted or flushed) reloads the script and retries once.
 
 :class:`ScriptRunner` batches concurrent calls made in the same event-loop turn into one
 pipeline, which is what lets one Python process approach the server's own ceiling. The pipeline is
@@ -36,8 +37,17 @@ SCRIPT_NAMES = (
     "hold_cancel",
     "holds_reap",
     "show_update",
+    "drop_settle",
+    "pool_update",
+    "pool_debit",
+    "pool_settle",
+    "pool_credit",
+    "audit_read",
+    "product_sync",
 )
-_STANDALONE = {"show_update"}
+_STANDALONE = {"show_update", "audit_read", "product_sync"}
+_POOL_LIB = "_pool.lua"
+"""Prepended to the SKU pool scripts (``pool_*``) instead of ``_lib.lua``."""
 LUA_DIR = Path(__file__).with_name("lua")
 """Every Lua script of the project (the reference sink's included)."""
 
@@ -55,6 +65,8 @@ def read_source(name: str, *, lib: str | None = None) -> str:
     body = (folder / f"{name}.lua").read_text(encoding="utf-8")
     if name in _STANDALONE:
         return body
+    if name.startswith("pool_"):
+        return (folder / _POOL_LIB).read_text(encoding="utf-8") + "\n" + body
     if lib is None:
         lib = (folder / "_lib.lua").read_text(encoding="utf-8")
     return lib + "\n" + body

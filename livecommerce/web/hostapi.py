@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from livecommerce.core.errors import (
     LivecommerceError,
 )
-from livecommerce.web import api_blocks, api_privacy
+from livecommerce.web import api_blocks, api_privacy, api_sync
 from livecommerce.web.api_drops import (
     change_window,
     close_drop,
@@ -163,6 +163,22 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DELETE", api_privacy.VIEWER, api_privacy.erase_viewer, "eraseViewer",
               "Erase a viewer's personal data (operator key)", "privacy",
               response="ErasureReport", role="operator"),
+    # Stock sync (docs/stock-sync.md, docs/stock-in.md).
+    Operation("GET", "/stock", api_sync.list_stock, "listStock",
+              "On-hand, pool, allocated and sold of each of your products", "stock",
+              response="StockList"),
+    Operation("POST", "/stock", api_sync.import_levels, "importStock",
+              "Bulk import of on-hand levels (first sync)", "stock", body="StockImport",
+              fields=("levels", "delivery"), response="SyncResults"),
+    Operation("GET", "/products/{sku}/stock", api_sync.get_stock, "getStock",
+              "On-hand, pool and allocated of one product (what a drop can allocate)", "stock",
+              response="Stock"),
+    Operation("POST", "/sync/{source}", api_sync.receive, "receiveSync",
+              "Signed (Standard Webhooks) stock or product update from a source", "sync",
+              response="SyncResults", auth=False),
+    Operation("POST", "/sync/{source}/shopify", api_sync.receive_shopify, "receiveShopify",
+              "Shopify webhook (inventory_levels/update, products/update), HMAC-signed",
+              "sync", response="SyncResults", auth=False, query=("location", "currency")),
 )  # fmt: skip
 
 

@@ -251,6 +251,52 @@ SCHEMAS: dict[str, Any] = {
             "drops": {"type": "array", "items": ref("DropStats")},
         }
     ),
+    "StockLevel": obj(
+        {
+            "sku": ID,
+            "on_hand": {"type": "integer", "minimum": 0},
+            "version": {"type": "integer", "minimum": 0, "description": "Per-SKU order"},
+        },
+        ("sku", "on_hand", "version"),
+        additionalProperties=False,
+    ),
+    "StockImport": obj(
+        {
+            "levels": {"type": "array", "items": ref("StockLevel"), "maxItems": 1000},
+            "delivery": {"type": "string", "description": "Idempotency key of this import"},
+        },
+        ("levels",),
+        additionalProperties=False,
+    ),
+    "Stock": obj(
+        {
+            "sku": ID,
+            "title": {"type": "string"},
+            "pooled": {"type": "boolean", "description": "False: no on-hand level reported"},
+            "on_hand": {"type": ["integer", "null"]},
+            "pool": {"type": ["integer", "null"], "description": "What a drop can allocate"},
+            "allocated": {"type": ["integer", "null"]},
+            "sold": {"type": ["integer", "null"]},
+            "short": {"type": ["integer", "null"]},
+        }
+    ),
+    "StockList": obj({"stock": {"type": "array", "items": ref("Stock")}}),
+    "SyncResults": obj(
+        {
+            "results": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "sku": ID,
+                        "status": {
+                            "enum": ["created", "applied", "stale", "duplicate", "unknown_product"]
+                        },
+                    }
+                ),
+            },
+            "ignored": {"type": "string"},
+        }
+    ),
     "EventStream": {
         "type": "string",
         "description": "text/event-stream: events snapshot, event, order, stats (JSON data)",

@@ -33,6 +33,9 @@ def test_defaults_without_environment() -> None:
         ("LIVECOMMERCE_KEY_PREFIX", "a b"),
         ("LIVECOMMERCE_RATE", "-1"),
         ("LIVECOMMERCE_TOKEN_SECRET", "short"),
+        ("LIVECOMMERCE_STOCK_SHORTFALL", "ignore"),
+        ("LIVECOMMERCE_SYNC_SECRETS", "erp"),
+        ("LIVECOMMERCE_SYNC_SECRETS", "erp=whsec_a,shop="),
     ],
 )
 def test_malformed_value_names_the_variable(variable: str, value: str) -> None:

@@ -21,7 +21,7 @@ from livecommerce.core.errors import AuthError, ValidationError
 from livecommerce.fulfillment import privacy
 from livecommerce.realtime import tokens
 from livecommerce.store.inventory import Inventory
-from livecommerce.store.keys import DropKeys, Keyspace
+from livecommerce.store.keys import DropKeys, Keyspace, SkuKeys
 from livecommerce.web.hostkeys import HostKeys
 from livecommerce.web.operatorkeys import OperatorKeys
 
@@ -29,12 +29,13 @@ VIEWER_PLACES = {name for name, why in privacy.PLACES.items() if why == privacy.
 
 
 def keyspace_names() -> set[str]:
-    """Every key name keys.py can produce: Keyspace members and DropKeys fields."""
+    """Every key name keys.py can produce: Keyspace members, DropKeys and SkuKeys fields."""
     names = {
         name for name, member in vars(Keyspace).items()
         if not name.startswith("_") and (callable(member) or isinstance(member, property))
     }  # fmt: skip
     names |= {f"drop.{f.name}" for f in dataclasses.fields(DropKeys)}
+    names |= {f"sku.{f.name}" for f in dataclasses.fields(SkuKeys)}
     return names - {"drop"}
 
 

@@ -14,6 +14,7 @@ import redis
 from redis.asyncio.cluster import RedisCluster
 
 from livecommerce.core.config import load
+from livecommerce.core.errors import ConflictError
 from livecommerce.core.model import DropSpec, Reason
 from livecommerce.store.embedded import EmbeddedValkey
 from livecommerce.store.inventory import Inventory
@@ -89,3 +90,61 @@ async def test_shows_spread_over_nodes_sell_without_oversell(inventory: Inventor
         assert (view["remaining"], view["held"], view["sold"]) == (0, 0, 5)
         assert view["state"] == "closed"
         assert await inventory.redis.xlen(inventory.keys.orders(show)) == 5
+
+
+async def test_pools_allocate_across_slots_and_survive_a_half_done_move(
+    inventory: Inventory,
+) -> None:
+    """SKU pools live in their own slot: allocation across shows stays exact, a move left
+    half-done is finished by the recovery pass, and the pool audit passes on the cluster."""
+    from livecommerce.store.pool_audit import audit_pools
+
+    pools = inventory.pools
+    sku = "POOL-SKU"
+    shows = [f"pshow{i}" for i in range(4)]
+    slot = RedisCluster.keyslot(inventory.redis, inventory.keys.sku(sku).pool)  # type: ignore[arg-type]
+    show_slots = {RedisCluster.keyslot(inventory.redis, inventory.keys.show(s)) for s in shows}  # type: ignore[arg-type]
+    assert show_slots - {slot}  # at least one show lives in another slot than the pool
+    await pools.report(sku, 40, 1)
+    for show in shows:
+        await inventory.create_show(show, title="Pool show")
+
+    async def create(show: str, n: int) -> bool:
+        spec = DropSpec(id=f"d{n}", sku=sku, title="Tee", quantity=4, limit=2,
+                        prices={"EUR": 500})  # fmt: skip
+        try:
+            await inventory.create_drop(show, spec)
+        except ConflictError:
+            return False
+        return True
+
+    created = await asyncio.gather(*(create(s, n) for s in shows for n in range(4)))
+    assert sum(created) == 10  # 10 x 4 = 40: the pool, never more
+    ledger = await pools.ledger(sku)
+    assert ledger and (ledger.pool, ledger.allocated) == (0, 40)
+
+    # A move cut after its first step (as a crash would leave it), then recovered.
+    await inventory.pools.report(sku, 45, 2)
+    fields = {"id": "late", "show": shows[0], "sku": sku, "title": "Tee", "kind": "drop",
+              "description": "", "image_url": "", "quantity": 5, "limit": 2,
+              "prices": {"EUR": 500}, "currency": "EUR", "opens_at": 0, "closes_at": 0,
+              "duration_ms": 0}  # fmt: skip
+    intent = {"kind": "create", "show": shows[0], "drop": "late", "sku": sku, "units": 5,
+              "fields": fields, "tid": "t-late", "at": 0}  # fmt: skip
+    await pools.debit(intent)
+    assert (await audit_pools(inventory.redis, inventory.keys, sku)).ok
+    await pools.recover(0)
+    late = await inventory.get_drop(shows[0], "late")
+    assert late and late["remaining"] == 5
+
+    sold = await inventory.buy_now(shows[1], "d0", "v", 2, "r", "pay")
+    assert sold.ok or sold.reason is not None
+    for show in shows:
+        await inventory.end_show(show)
+    await pools.recover(0)
+    ledger = await pools.ledger(sku)
+    units_sold = 2 if sold.ok else 0
+    assert ledger and (ledger.allocated, ledger.sold) == (0, units_sold)
+    assert ledger.pool == 45 - units_sold
+    report = await audit_pools(inventory.redis, inventory.keys, sku)
+    assert report.ok, report.violations

@@ -1,21 +1,38 @@
 -- Create a drop (or timed offer) in a show; it opens now or at opens_at (server clock).
 -- KEYS[10] the show's drops zset   KEYS[11] the show hash
 -- Returns {"ok":true,"drop":view,"next_due":ms} or a refusal.
+-- Pooled drops (docs/stock-sync.md): ARGV[5] is the transfer id of the allocation and KEYS[12]
+-- the show's transfer log; the outcome is recorded there in this same step, once and for all.
 local drops_key = KEYS[10]
 local show_key = KEYS[11]
 local f = cjson.decode(ARGV[4])     -- validated by livecommerce.inventory before the call
+local tid = ARGV[5] or ''
+local xfers_key = KEYS[12]
 
-if redis.call('EXISTS', K.drop) == 1 then return refuse('drop_exists') end
+if tid ~= '' then
+  local seen = redis.call('HGET', xfers_key, tid)
+  if seen == 'applied' then
+    local d = load_drop()
+    return reply({ ok = true, replay = true, drop = drop_view(d), next_due = next_due(d) })
+  end
+  if seen then return refuse(seen) end
+end
+local function refused(reason, extra)
+  if tid ~= '' then redis.call('HSET', xfers_key, tid, reason) end
+  return refuse(reason, extra)
+end
+
+if redis.call('EXISTS', K.drop) == 1 then return refused('drop_exists') end
 local show_state = redis.call('HGET', show_key, 'state')
-if not show_state then return refuse('unknown_show') end
-if show_state == 'ended' then return refuse('show_ended') end
+if not show_state then return refused('unknown_show') end
+if show_state == 'ended' then return refused('show_ended') end
 
 local opens_at = tonumber(f.opens_at)
 if opens_at <= 0 or opens_at < CTX.now then opens_at = CTX.now end
 local closes_at = tonumber(f.closes_at)
 if tonumber(f.duration_ms) > 0 then closes_at = opens_at + tonumber(f.duration_ms) end
 if closes_at > 0 and closes_at <= opens_at then
-  return refuse('invalid_window', { opens_at = opens_at, closes_at = closes_at })
+  return refused('invalid_window', { opens_at = opens_at, closes_at = closes_at })
 end
 
 redis.call('HSET', K.drop,
@@ -26,6 +43,10 @@ redis.call('HSET', K.drop,
   'currency', f.currency, 'opens_at', fmt(opens_at), 'closes_at', fmt(closes_at),
   'state', 'scheduled', 'reason', '', 'soon_sent', '0', 'created_at', fmt(CTX.now))
 redis.call('ZADD', drops_key, fmt(CTX.now), f.id)
+if tid ~= '' then
+  redis.call('HSET', K.drop, 'pooled', '1', 'returned', '0', 'settled_sold', '0')
+  redis.call('HSET', xfers_key, tid, 'applied')
+end
 local d = load_drop()
 if d.opens_at > CTX.now then
   emit('drop_scheduled', drop_view(d))

@@ -18,6 +18,7 @@ const state = {
   key: sessionStorage.getItem(KEY_STORE),
   me: null,
   products: [],
+  stock: new Map(), // sku -> {pooled, on_hand, pool, allocated, sold} (GET /api/stock)
   shows: [],
   show: null, // id of the selected show
   showRecord: null,
@@ -76,7 +77,7 @@ async function signIn(key) {
   }
   sessionStorage.setItem(KEY_STORE, state.key);
   state.me = me;
-  await Promise.all([loadProducts(), loadShows()]);
+  await Promise.all([loadProducts(), loadShows(), loadStock()]);
   const wanted = new URLSearchParams(location.search).get("show");
   const pick = state.shows.find((s) => s.id === wanted)
     || state.shows.find((s) => s.state === "live") || state.shows[0];
@@ -88,11 +89,27 @@ function signOut() {
   sessionStorage.removeItem(KEY_STORE);
   stopLive();
   Object.assign(state, { key: null, me: null, show: null, showRecord: null, products: [],
-    shows: [], drops: new Map(), stats: null, orders: [] });
+    stock: new Map(), shows: [], drops: new Map(), stats: null, orders: [] });
 }
 
 async function loadProducts() {
   state.products = (await act(() => api("GET", "/products")))?.products || state.products;
+}
+
+async function loadStock() {
+  const listing = await act(() => api("GET", "/stock"));
+  if (listing) state.stock = new Map(listing.stock.map((s) => [s.sku, s]));
+}
+
+// The stock numbers follow the show live: refreshed after the dashboard's events, at most
+// once a second (the pool lives in the SKU's keys, not in the show's event stream).
+let stockTimer = null;
+function refreshStockSoon() {
+  if (stockTimer) return;
+  stockTimer = setTimeout(async () => {
+    stockTimer = null;
+    if (state.key && state.me) await loadStock();
+  }, 1000);
 }
 
 async function loadShows() {
@@ -197,8 +214,10 @@ function onLive(event, data) {
     else if (data.type.startsWith("show_")) state.showRecord = { ...state.showRecord, ...data.data };
     else if (data.type === "sold_out") upsertDrop({ ...data.data, remaining: 0 });
     else if (data.data) upsertDrop(data.data);
+    refreshStockSoon();
   } else if (event === "order") {
     state.orders = [data, ...state.orders].slice(0, 50);
+    refreshStockSoon();
   } else if (event === "stats") {
     state.stats = data;
     if (data.viewers !== null) state.viewers = data.viewers;
@@ -282,11 +301,13 @@ async function dropProduct(e, sku) {
   const drop = await act(() => api("POST", `/shows/${state.show}/drops`, body),
     `Dropped ${sku}`);
   if (drop) upsertDrop(drop);
+  await loadStock();
 }
 
 async function dropAction(drop, action, body) {
   const view = await act(() => api("POST", `/shows/${state.show}/drops/${drop}/${action}`, body));
   if (view) upsertDrop(view);
+  await loadStock();
   render();
 }
 
@@ -341,19 +362,40 @@ function showSection() {
           "Create show"))));
 }
 
+// On-hand, pool and allocated of a product whose stock the store backend reports
+// (docs/stock-sync.md); "typed in" for the others, whose drops take the quantity as given.
+function stockCell(s) {
+  if (!s || !s.pooled) return h("span", { class: "muted", "data-testid": "stock-manual" }, "typed in");
+  return h("div", { class: "stock-numbers", "data-testid": "stock-numbers" },
+    h("div", {}, "on hand ", h("strong", { "data-testid": "stock-on-hand" }, String(s.on_hand))),
+    h("div", {}, "pool ", h("strong", { "data-testid": "stock-pool" }, String(s.pool))),
+    h("div", {}, "allocated ", h("strong", { "data-testid": "stock-allocated" },
+      String(s.allocated))),
+    s.short ? h("div", { class: "notice error" }, `short by ${s.short}`) : null);
+}
+
+function defaultQuantity(s) {
+  return s && s.pooled ? Math.max(1, Math.min(10, s.pool)) : 10;
+}
+
 function catalogSection() {
   const canDrop = state.showRecord && state.showRecord.state !== "ended";
   return h("section", { class: "card" },
     h("h2", {}, "Catalog"),
     h("table", { class: "table" },
       h("thead", {}, h("tr", {}, h("th", {}, "Product"), h("th", {}, "Price"),
-        h("th", {}, "Drop it"))),
+        h("th", {}, "Stock"), h("th", {}, "Drop it"))),
       h("tbody", {}, state.products.map((p) => h("tr", { "data-testid": `product-${p.sku}` },
         h("td", {}, h("strong", {}, p.title), h("div", { class: "muted" }, p.sku)),
         h("td", {}, prices(p.prices)),
+        h("td", {}, stockCell(state.stock.get(p.sku))),
         h("td", {}, h("form", { class: "drop-form", onsubmit: (e) => dropProduct(e, p.sku) },
           h("label", {}, "Qty", h("input", { name: "quantity", type: "number", min: 1,
-            value: 10, "data-testid": "drop-quantity" })),
+            value: defaultQuantity(state.stock.get(p.sku)), "data-testid": "drop-quantity",
+            max: state.stock.get(p.sku)?.pooled ? state.stock.get(p.sku).pool : undefined })),
+          state.stock.get(p.sku)?.pooled
+            ? h("span", { class: "muted", "data-testid": "drop-available" },
+              `can allocate ${state.stock.get(p.sku).pool}`) : null,
           h("label", {}, "Limit", h("input", { name: "limit", type: "number", min: 1,
             value: 2, "data-testid": "drop-limit" })),
           h("label", {}, "Offer s", h("input", { name: "duration", type: "number", min: 0,
@@ -503,6 +545,8 @@ setInterval(() => {
 }, 250);
 
 const panel = { state, api, act, render };  // what blocks.js needs of the panel
+// Levels reported by the store backend move without any show event: look again now and then.
+setInterval(() => { if (state.key && state.me && !document.hidden) refreshStockSoon(); }, 5000);
 
 render();
 if (state.key) signIn(state.key);
