@@ -21,13 +21,14 @@ import random
 import resource
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
+from loadtests.bots import BotPlan
 from loadtests.common import SpikePlan
 
 PROGRESS_INTERVAL_S = 0.5
@@ -51,6 +52,8 @@ class WorkerConfig:
     encoding: str = "json"
     reply_timeout_s: float = 10.0
     open_timeout_s: float = 15.0
+    bots: dict[str, Any] = field(default_factory=dict)
+    """:class:`loadtests.bots.BotPlan` fields (empty: no bot mode)."""
 
 
 def raise_open_files_limit() -> int:
@@ -92,6 +95,7 @@ class Samples:
         self.outcomes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.units_by_viewer: dict[str, int] = {}
+        self.bot_outcomes: Counter[str] = Counter()
         self.orders: list[str] = []
         self.connected: list[tuple[float, int]] = []
         self.close_codes: Counter[str] = Counter()
@@ -127,6 +131,7 @@ class Samples:
             "outcomes": dict(self.outcomes),
             "errors": dict(self.errors),
             "units_by_viewer": self.units_by_viewer,
+            "bot_outcomes": dict(self.bot_outcomes),
             "orders": self.orders,
             "connected": self.connected,
             "close_codes": dict(self.close_codes),
@@ -139,6 +144,7 @@ class Viewers:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.plan = SpikePlan(**config.plan)
+        self.bots = BotPlan(**config.bots)
         self.samples = Samples()
         self.clients: list[Client] = []
         self.stopping = asyncio.Event()
@@ -156,6 +162,7 @@ class Viewers:
                 token=token,
                 encoding=Encoding(self.config.encoding),
                 open_timeout_s=self.config.open_timeout_s,
+                headers=self.bots.headers(index),
             )
             t0 = time.perf_counter()
             try:
@@ -253,41 +260,44 @@ class Viewers:
                 await asyncio.sleep(max(0.0, begin + delay - time.monotonic()))
                 if self.stopping.is_set():
                     return
-                await self._buy(client, viewer, k)
+                await self._buy(client, viewer, k, index)
         finally:
             self.samples.buyers_done += 1
 
-    async def _buy(self, client: Client, viewer: str, k: int) -> None:
+    async def _buy(self, client: Client, viewer: str, k: int, index: int = 0) -> None:
+        outcome = await self._buy_once(client, viewer, k, index)
+        self.samples.outcomes[outcome] += 1
+        if self.bots.is_bot(index):
+            self.samples.bot_outcomes[outcome] += 1
+
+    async def _buy_once(self, client: Client, viewer: str, k: int, index: int) -> str:
+        """One attempt; returns its outcome label (ok, a refusal reason, timeout, ...)."""
         s = self.samples
+        payment = self.bots.payment_reference(index, viewer, k)
         sent = now_ms()
         s.sent_at.append(sent)
         try:
             reply = await asyncio.wait_for(
-                client.buy_now(self.plan.drop, 1, f"pay-{viewer}-{k}", request_id=f"b{k}"),
+                client.buy_now(self.plan.drop, 1, payment, request_id=f"b{k}"),
                 self.config.reply_timeout_s,
             )
         except TimeoutError:
-            s.outcomes["timeout"] += 1
-            return
+            return "timeout"
         except Exception as exc:
-            s.outcomes[f"lost:{type(exc).__name__}"] += 1
-            return
+            return f"lost:{type(exc).__name__}"
         got = float(reply.get("_rx_ms") or now_ms())
         s.buy_ms.append(got - sent)
         s.answered_at.append(got)
         if reply.get("type") == "error":
-            s.outcomes[f"error:{reply.get('code')}"] += 1
-        elif reply.get("ok"):
-            s.outcomes["ok"] += 1
-            s.ok_at.append(got)
-            order = reply.get("order") or {}
-            s.units_by_viewer[viewer] = s.units_by_viewer.get(viewer, 0) + int(
-                order.get("quantity", 1)
-            )
-            if order.get("id"):
-                s.orders.append(str(order["id"]))
-        else:
-            s.outcomes[str(reply.get("reason"))] += 1
+            return f"error:{reply.get('code')}"
+        if not reply.get("ok"):
+            return str(reply.get("reason"))
+        s.ok_at.append(got)
+        order = reply.get("order") or {}
+        s.units_by_viewer[viewer] = s.units_by_viewer.get(viewer, 0) + int(order.get("quantity", 1))
+        if order.get("id"):
+            s.orders.append(str(order["id"]))
+        return "ok"
 
     # -- the process ----------------------------------------------------------------------------
     def connected_now(self) -> int:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from loadtests import common  # noqa: E402
+from loadtests import bots, common  # noqa: E402
 from loadtests.common import SpikePlan  # noqa: E402
 from loadtests.postrun import describe, run_audit  # noqa: E402
 from loadtests.stack import LocalStack  # noqa: E402
@@ -153,6 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path(env("LC_OUT", "spike-out")),
         help="directory for report.json, samples.json and the plots",
     )
+    bots.add_arguments(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)  # fmt: skip
@@ -230,6 +231,7 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
                 start_ms=start_ms,
                 encoding=args.encoding,
                 reply_timeout_s=args.reply_timeout,
+                bots=bots.plan_of(args).as_dict(),
             )
             proc = ctx.Process(target=worker_main, args=(config, child_end), daemon=True)
             proc.start()
@@ -431,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.local:
         stack_dir = Path(tempfile.mkdtemp(prefix="spike-stack-", dir=args.out))
         print(f"starting a local stack in {stack_dir} ({args.workers} server worker(s))")
-        stack = LocalStack(stack_dir, workers=args.workers).start()
+        stack = LocalStack(
+            stack_dir, workers=args.workers, env=bots.stack_env(args, plan.limit)
+        ).start()
         args.host_key, args.token_secret = stack.host_key, stack.token_secret
         args.redis_url, args.key_prefix, url = stack.redis_url, stack.key_prefix, stack.url
     else:
@@ -449,6 +453,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(stack.log_tail("server"), file=sys.stderr)
             return 2
         report, samples = aggregate(plan, raw)
+        bot_plan = bots.plan_of(args)
+        if bot_plan.on:
+            bot_outcomes: Counter[str] = Counter()
+            for r in raw["results"]:
+                bot_outcomes.update(r.get("bot_outcomes", {}))
+            report["bots"] = bots.summary(
+                bot_plan, plan.viewers, plan.stock, samples["units_by_viewer"], plan.viewer,
+                dict(bot_outcomes),
+            )  # fmt: skip
         audit: dict[str, Any]
         if args.redis_url:
             audit = asyncio.run(
@@ -490,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     from spike_report import summary
 
     print(summary(full))
+    if "bots" in full:
+        b = full["bots"]
+        print(f"bots: {b['bot_viewers']} bot viewers got {b['units_bots_obtained']} of "
+              f"{plan.stock} units ({b['bot_share_of_stock']:.0%}); honest viewers got "
+              f"{b['units_honest_viewers_obtained']}")  # fmt: skip
     print(describe(audit) if "skipped" not in audit else f"AUDIT: {audit['skipped']}")
     print(f"report: {args.out / 'report.json'}")
     if report["worker_errors"]:

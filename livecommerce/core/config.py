@@ -8,6 +8,7 @@ Secrets are wrapped in :class:`Secret`, which prints as ``***``. Every variable 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -153,6 +154,8 @@ class InventorySettings:
     """LIVECOMMERCE_ENDING_SOON: seconds before a timed offer closes that "ending soon" is sent."""
     reap_interval_s: float = 1.0
     """LIVECOMMERCE_REAP_INTERVAL: seconds between passes of the expired-hold reaper."""
+    limit_per_payment: bool = False
+    """LIVECOMMERCE_LIMIT_PER_PAYMENT: a drop's per-viewer limit also per payment reference."""
     stock_shortfall: str = "reduce"
     """LIVECOMMERCE_STOCK_SHORTFALL: on-hand below what drops allocated: reduce, close, keep."""
     sync_secrets: Secret | None = None
@@ -230,11 +233,45 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    retain_events_h: int = 72
+    """LIVECOMMERCE_RETAIN_EVENTS_HOURS: a show's event-log entries older than this are removed."""
+    retain_dead_letters_d: int = 30
+    """LIVECOMMERCE_RETAIN_DEAD_LETTERS_DAYS: dead letters older than this are removed."""
+    retain_holds_d: int = 30
+    """LIVECOMMERCE_RETAIN_HOLDS_DAYS: ended hold records lose viewer and payment reference."""
+    retention_interval_s: float = 300.0
+    """LIVECOMMERCE_RETENTION_INTERVAL: seconds between retention sweeps (0 = never sweep)."""
+
+
+@dataclass(frozen=True)
+class FraudSettings:
+    risk_url: str = ""
+    """LIVECOMMERCE_RISK_URL: fraud-scoring endpoint asked before each confirm (empty = none)."""
+    risk_timeout_ms: int = 150
+    """LIVECOMMERCE_RISK_TIMEOUT_MS: time budget of one risk check, connection included."""
+    risk_fail_open: bool = True
+    """LIVECOMMERCE_RISK_FAIL_OPEN: on a timeout or error, confirm anyway (false: refuse)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """LIVECOMMERCE_TRUSTED_PROXIES: addresses/CIDRs whose X-Forwarded-For is believed."""
+    address_connections: int = 0
+    """LIVECOMMERCE_ADDRESS_CONNECTIONS: open connections per client address (0 = no limit)."""
+    address_handshakes_per_s: float = 0.0
+    """LIVECOMMERCE_ADDRESS_HANDSHAKES: WebSocket handshakes per second per address (0 = off)."""
+    viewer_connections: int = 0
+    """LIVECOMMERCE_VIEWER_CONNECTIONS: open connections per viewer id (0 = no limit)."""
+    viewer_attempts_per_s: float = 0.0
+    """LIVECOMMERCE_VIEWER_ATTEMPTS: buy attempts per second per viewer and drop (0 = off)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    fraud: FraudSettings = field(default_factory=FraudSettings)
 
     def describe(self) -> dict[str, dict[str, str]]:
         """Every setting as text, secrets masked (for logs and `livecommerce config`)."""
@@ -268,6 +305,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         event_log_size=env.integer("EVENT_LOG_SIZE", 10_000, minimum=100, maximum=10_000_000),
         ending_soon_s=env.integer("ENDING_SOON", 10, minimum=0, maximum=3600),
         reap_interval_s=env.number("REAP_INTERVAL", 1.0, minimum=0.05, maximum=60),
+        limit_per_payment=env.flag("LIMIT_PER_PAYMENT", False),
         stock_shortfall=env.choice("STOCK_SHORTFALL", "reduce", ("reduce", "close", "keep")),
         sync_secrets=env.secret("SYNC_SECRETS"),
     )
@@ -315,4 +353,31 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         trim_interval_s=env.number("RELAY_TRIM_INTERVAL", 5.0, minimum=0.0, maximum=86_400),
         port=env.integer("RELAY_PORT", 0, minimum=0, maximum=65_535),
     )
-    return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay)
+    privacy = PrivacySettings(
+        retain_events_h=env.integer("RETAIN_EVENTS_HOURS", 72, minimum=1, maximum=100_000),
+        retain_dead_letters_d=env.integer("RETAIN_DEAD_LETTERS_DAYS", 30, minimum=1,
+                                          maximum=10_000),
+        retain_holds_d=env.integer("RETAIN_HOLDS_DAYS", 30, minimum=1, maximum=10_000),
+        retention_interval_s=env.number("RETENTION_INTERVAL", 300.0, minimum=0, maximum=86_400),
+    )  # fmt: skip
+    fraud = FraudSettings(
+        risk_url=env.text("RISK_URL", ""),
+        risk_timeout_ms=env.integer("RISK_TIMEOUT_MS", 150, minimum=1, maximum=60_000),
+        risk_fail_open=env.flag("RISK_FAIL_OPEN", True),
+        trusted_proxies=env.items("TRUSTED_PROXIES", ()),
+        address_connections=env.integer("ADDRESS_CONNECTIONS", 0, minimum=0, maximum=1_000_000),
+        address_handshakes_per_s=env.number("ADDRESS_HANDSHAKES", 0.0, minimum=0, maximum=1e6),
+        viewer_connections=env.integer("VIEWER_CONNECTIONS", 0, minimum=0, maximum=10_000),
+        viewer_attempts_per_s=env.number("VIEWER_ATTEMPTS", 0.0, minimum=0, maximum=10_000),
+    )
+    for proxy in fraud.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ConfigError(PREFIX + "TRUSTED_PROXIES", f"{proxy!r} is no address") from exc
+    if fraud.risk_url and not fraud.risk_url.startswith(("http://", "https://")):
+        raise ConfigError(PREFIX + "RISK_URL", "expected an http:// or https:// URL")
+    return Settings(
+        redis=redis, inventory=inventory, gateway=gateway, relay=relay, privacy=privacy,
+        fraud=fraud,
+    )  # fmt: skip

@@ -1,8 +1,15 @@
-"""JSON logs: one object per line on stderr (``ts``, ``level``, ``logger``, ``msg``, extras)."""
+"""JSON logs: one object per line on stderr (``ts``, ``level``, ``logger``, ``msg``, extras).
+
+Logs never carry credentials or payment references: no code logs them, and as a safety net every
+line passes :func:`redact`, which masks anything shaped like a viewer token (JWT), a host or
+operator key, a webhook secret, or a ``payment_reference`` or ``token`` value -- also in the
+frames websockets logs at debug level, cut short (docs/privacy.md).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -13,6 +20,22 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "color_message",
 }
+
+
+_SECRETS = re.compile(
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a JWT (viewer token)
+    r"|\b(?:lch|lco)_[A-Za-z0-9_-]{8,}"  # host and operator keys
+    r"|\bwhsec_[A-Za-z0-9+/=]{8,}"  # webhook secrets
+)
+_FIELDS = re.compile(
+    r"""((?:payment_reference|token)\\?['"]?\s*[:=]\s*\\?['"]?)([^'",}\s\\]+)"""
+)  # also inside JSON-escaped text (a logged frame: \"token\":\"...\")
+MASK = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with tokens, keys, secrets and payment references masked."""
+    return _FIELDS.sub(lambda m: m.group(1) + MASK, _SECRETS.sub(MASK, text))
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +51,7 @@ class JsonFormatter(logging.Formatter):
                 body[key] = value
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(body, default=str).decode()
+        return redact(orjson.dumps(body, default=str).decode())
 
 
 def configure(level: str = "info") -> None:

@@ -49,6 +49,9 @@ class Reason(StrEnum):
     HOLD_CANCELLED = "hold_cancelled"
     HOLD_CONFIRMED = "hold_confirmed"
     REQUEST_ID_REUSED = "request_id_reused"
+    RISK_REFUSED = "risk_refused"
+    BLOCKED = "blocked"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
 
 
 class DropKind(StrEnum):

@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from livecommerce.core.errors import StoreError, ValidationError
-from livecommerce.fulfillment.webhooks import decode_secret
+from livecommerce.fulfillment.webhooks import ERASED_TYPE, decode_secret, message_id, order_id_of
 from livecommerce.store import scriptrunner as scripts
 from livecommerce.store.keys import Keyspace
 
@@ -131,6 +131,8 @@ class Recorded:
 RECORD_SCRIPT = scripts.build(
     "sink_record", (scripts.LUA_DIR / "sink_record.lua").read_text("utf-8")
 )
+ERASE_SCRIPT = scripts.build("sink_erase", (scripts.LUA_DIR / "sink_erase.lua").read_text("utf-8"))
+ERASED_REFERENCE = "erased"
 
 
 def parse_recorded(reply: Sequence[Any]) -> Recorded:
@@ -187,7 +189,9 @@ class Sink:
         self.redis = redis
         self.keys = keyspace
         self._webhooks = [Webhook(s) for s in secrets]
-        self._scripts = scripts.ScriptRunner(redis, {RECORD_SCRIPT.name: RECORD_SCRIPT})
+        self._scripts = scripts.ScriptRunner(
+            redis, {RECORD_SCRIPT.name: RECORD_SCRIPT, ERASE_SCRIPT.name: ERASE_SCRIPT}
+        )
 
     def verify(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """(0, "") when a secret verifies the message, else (HTTP status, reason)."""
@@ -212,10 +216,20 @@ class Sink:
             return status, {"error": reason}
         msg_id = headers["webhook-id"]
         k = self.keys
+        erased = _erasure_of(body)
+        if erased is not None:
+            order_id, pseudonym = erased
+            await self._scripts.call(
+                ERASE_SCRIPT.name,
+                (k.sink_received, k.sink_erased, k.sink_stats),
+                (message_id(order_id), order_id, pseudonym, ERASED_REFERENCE),
+            )
+            return 200, {"ok": True, "erased": order_id}
+        record = self._record_of(msg_id, body, headers)
         reply = await self._scripts.call(
             RECORD_SCRIPT.name,
-            (k.sink_received, k.sink_arrivals, k.sink_stats, k.sink_fail),
-            (msg_id, self._record_of(msg_id, body, headers)),
+            (k.sink_received, k.sink_arrivals, k.sink_stats, k.sink_fail, k.sink_erased),
+            (msg_id, record, order_id_of(msg_id), ERASED_REFERENCE),
         )
         recorded = parse_recorded(reply)
         failure = recorded.failure
@@ -249,6 +263,18 @@ class Sink:
                 "order": order,
             }
         )
+
+
+def _erasure_of(body: bytes) -> tuple[str, str] | None:
+    """(order id, pseudonym) of an ``order.erased`` body, else None."""
+    try:
+        parsed = orjson.loads(body)
+        if parsed.get("type") != ERASED_TYPE:
+            return None
+        data = parsed["data"]
+        return str(data["order_id"]), str(data["viewer"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def create_app(redis: aioredis.Redis, keyspace: Keyspace, secrets: Sequence[str]) -> Starlette:

@@ -28,6 +28,10 @@ from livecommerce.core.errors import ValidationError
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "order.confirmed"
+ERASED_TYPE = "order.erased"
+"""An outbox entry with ``type`` = this tells the backend an order's viewer was erased
+(:mod:`livecommerce.fulfillment.erasure`); its ``webhook-id`` is the order's plus ``.erased``."""
+ERASED_FIELDS = ("order_id", "show", "drop", "viewer")
 ID_PREFIX = "msg_"
 CONTENT_TYPE = "application/json"
 
@@ -110,6 +114,9 @@ def order_message(
     """Build the webhook for one orders-stream entry. Raises ValidationError if malformed."""
     # redis-py hands over bytes keys and values: decode the keys once, not per lookup
     named = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
+    kind = named.get("type")
+    if kind is not None and _text(named, "type") == ERASED_TYPE:
+        return erased_message(named, stream_id=stream_id)
     data: dict[str, object] = {name: _text(named, name) for name in STR_FIELDS}
     for name in INT_FIELDS:
         raw = _text(named, name)
@@ -137,6 +144,35 @@ def order_message(
         order_id=order_id,
         show=str(data["show"]),
         confirmed_at=confirmed_at,
+    )
+
+
+def _stamp(ms: int) -> str:
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def erased_message(named: Mapping[str, bytes | str], *, stream_id: str = "") -> WebhookMessage:
+    """The ``order.erased`` webhook of one erasure entry (viewer = the pseudonym now used)."""
+    data: dict[str, object] = {name: _text(named, name) for name in ERASED_FIELDS}
+    raw = _text(named, "erased_at")
+    try:
+        erased_at = int(raw)
+    except ValueError as exc:
+        raise ValidationError("erased_at", f"expected an integer, got {raw!r}") from exc
+    data["erased_at"] = erased_at
+    if stream_id:
+        data["stream_id"] = stream_id
+    order_id = str(data["order_id"])
+    if not order_id:
+        raise ValidationError("order_id", "empty")
+    body = orjson.dumps({"type": ERASED_TYPE, "timestamp": _stamp(erased_at), "data": data})
+    return WebhookMessage(
+        id=message_id(order_id) + ".erased",
+        body=body,
+        order_id=order_id,
+        show=str(data["show"]),
+        confirmed_at=erased_at,
     )
 
 

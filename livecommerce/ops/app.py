@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 
 from livecommerce.core.config import Settings
 from livecommerce.fulfillment.relay import server_relay
+from livecommerce.fulfillment.retention import Retention
 from livecommerce.ops.scheduler import Scheduler
 from livecommerce.realtime.gateway import Gateway
 from livecommerce.store.inventory import Inventory
@@ -79,6 +80,8 @@ async def start_services(
     scheduler = Scheduler(inventory, settings.inventory.reap_interval_s)
     services.extras["scheduler"] = scheduler
     tasks = [asyncio.create_task(scheduler.run(stop), name="scheduler")]
+    retention = Retention(redis, keyspace, settings.privacy)
+    tasks.append(asyncio.create_task(retention.run(stop), name="retention"))
     for task in tasks:
         task.add_done_callback(_report_stopped)
     services.extras["tasks"] = tasks

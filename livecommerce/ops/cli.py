@@ -1,6 +1,6 @@
 """The ``livecommerce`` command. Every flag has an environment variable (docs/configuration.md).
 
-Subcommands: serve, token, config, audit, relay, sink, deadletters, hostkey, sync.
+Subcommands: serve, token, config, audit, relay, sink, deadletters, hostkey, privacy, sync.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "livecommerce.ops.cli_audit",
     "livecommerce.ops.cli_fulfillment",
     "livecommerce.ops.cli_hostkeys",
+    "livecommerce.ops.cli_privacy",
     "livecommerce.ops.cli_sync",
 )
 

@@ -64,8 +64,11 @@ class Client:
         max_attempts: int = 50,
         last_event_id: str | None = None,
         open_timeout_s: float = 10.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.headers = dict(headers or {})
+        """Extra handshake headers (the load tools' X-Forwarded-For, for instance)."""
         self.show = show
         self.token = token
         self.encoding = encoding
@@ -123,6 +126,7 @@ class Client:
             url, subprotocols=[self.encoding.subprotocol],  # type: ignore[list-item]
             origin=self.origin, open_timeout=self.open_timeout_s,  # type: ignore[arg-type]
             max_size=None, compression=None, ping_interval=None,
+            additional_headers=self.headers,
         )  # fmt: skip
         self._ws = ws
         self.connections += 1

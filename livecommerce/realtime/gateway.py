@@ -30,6 +30,7 @@ from livecommerce.core.model import Outcome, drop_view
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.chat import Moderate, Post, React
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.realtime.edge import Edge
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
@@ -47,6 +48,8 @@ from livecommerce.realtime.protocol import (
     error,
     result_message,
 )
+from livecommerce.realtime.risk import RiskCheck, screen
+from livecommerce.store.blocks import Blocks
 from livecommerce.store.services import Services
 
 log = logging.getLogger("livecommerce.gateway")
@@ -72,7 +75,16 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 class Connection:
-    __slots__ = ("closing", "encoding", "outbox", "session", "show", "websocket")
+    __slots__ = (
+        "address",
+        "closing",
+        "encoding",
+        "outbox",
+        "session",
+        "show",
+        "viewer",
+        "websocket",
+    )
 
     def __init__(self, websocket: WebSocket, encoding: Encoding, outbox: Outbox,
                  session: Session) -> None:  # fmt: skip
@@ -82,6 +94,10 @@ class Connection:
         self.session = session
         self.show: str | None = None
         self.closing = False
+        self.address = ""
+        """The client address limits and blocks apply to (realtime.edge)."""
+        self.viewer = ""
+        """The viewer id counted against the per-viewer connection limit, once joined."""
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.push(Frame(message))
@@ -114,6 +130,9 @@ class Gateway:
         self._secret = secret.reveal() if secret is not None else None
         self.engagement = Engagement(services, self.hub, self.server_time_ms,
                                      interval_s=self.settings.chat_interval_s)  # fmt: skip
+        fraud = services.settings.fraud
+        self.risk = RiskCheck(fraud, services.registry) if fraud.risk_url else None
+        self.edge = Edge(fraud, Blocks(services.redis, services.keys))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,6 +157,8 @@ class Gateway:
             for show in self._counted:
                 await self.services.redis.hdel(self.services.keys.viewers(show), self.process_id)
         await self.hub.stop()
+        if self.risk is not None:
+            await self.risk.aclose()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -156,10 +177,25 @@ class Gateway:
             self.metrics.refused.labels(refusal or "subprotocol").inc()
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
+        address = self.edge.address_of(websocket)
+        limited = self.edge.guard.admit(address, time.monotonic())
+        if limited is not None:
+            self.metrics.refused.labels(limited[0]).inc()
+            await self.edge.refuse_handshake(websocket, *limited)
+            return
+        try:
+            await self._accepted(websocket, encoding, offered, address)
+        finally:
+            self.edge.guard.leave(address)
+
+    async def _accepted(
+        self, websocket: WebSocket, encoding: Encoding, offered: list[str], address: str
+    ) -> None:
         await websocket.accept(subprotocol=encoding.subprotocol if offered else None)
         self.metrics.accepted.labels(str(encoding)).inc()
         self.metrics.connections.labels(str(encoding)).inc()
         conn = self._connect(websocket, encoding)
+        conn.address = address
         try:
             await self._serve(conn)
         except WebSocketDisconnect:
@@ -208,6 +244,9 @@ class Gateway:
     async def _release(self, conn: Connection) -> None:
         """Everything a connection held, given back (its show's subscription, its outbox)."""
         conn.session.close()
+        if conn.viewer:
+            self.edge.guard.part(conn.viewer)
+            conn.viewer = ""
         if conn.show is not None:
             with contextlib.suppress(Exception):
                 await self.hub.leave(conn.show, conn.outbox)
@@ -286,6 +325,13 @@ class Gateway:
             conn.send(error(ErrorCode.UNKNOWN_SHOW, f"no show {show!r}").message)
             await self._close(conn, CloseCode.UNKNOWN_SHOW, "unknown_show")
             return False
+        refused = await self.edge.refuse_join(show, join.viewer or "", conn.address)
+        if refused is not None:
+            code, close = refused
+            conn.send(error(code, f"{code}: not admitted to show {show!r}").message)
+            await self._close(conn, close, str(code))
+            return False
+        conn.viewer = join.viewer or ""
         conn.show = show
         conn.outbox.hold()
         await self.hub.join(show, conn.outbox)
@@ -387,7 +433,8 @@ class Gateway:
         started = time.perf_counter()
         try:
             async with self._command_slots:
-                outcome = await self._run_command(show, cmd)
+                refused = await self.edge.refuse_command(show, conn.address, cmd)
+                outcome = refused or await self._run_command(show, cmd)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
             conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
@@ -406,6 +453,10 @@ class Gateway:
 
     async def _run_command(self, show: str, cmd: Command) -> Outcome:
         inv = self.services.inventory
+        if self.risk is not None:
+            refused = await screen(self.risk, inv, show, cmd)
+            if refused is not None:
+                return refused
         if cmd.op is Op.RESERVE:
             return await inv.reserve(show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id,
                                      currency=cmd.currency)  # fmt: skip

@@ -33,6 +33,8 @@ class CloseCode(IntEnum):
     UNKNOWN_SHOW = 4004
     SLOW_CONSUMER = 4008
     JOIN_TIMEOUT = 4009
+    BLOCKED = 4011
+    TOO_MANY_CONNECTIONS = 4013
     RATE_ABUSE = 4029
     INTERNAL = 4500
 
@@ -60,6 +62,8 @@ class ErrorCode(StrEnum):
     AUTH_FAILED = "auth_failed"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    BLOCKED = "blocked"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
 
 
 class Op(StrEnum):

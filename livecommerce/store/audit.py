@@ -19,6 +19,10 @@ and per show, on the orders stream (the outbox)::
     entries are only ever removed from the front (the relay trims acknowledged orders);
     while nothing was trimmed, every indexed order has its entry (exactly once).
 
+An erasure (:mod:`livecommerce.fulfillment.erasure`) deletes a viewer's entries from the stream
+and keeps their pseudonymised copies in the show's erasure ledger under the same entry ids: the
+checks read stream and ledger together, and count ``order.erased`` entries apart.
+
 ``livecommerce audit [--show S] [--json]`` runs it and exits 1 when anything is violated.
 """
 
@@ -61,6 +65,7 @@ async def _snapshot(
         pipe.hgetall(keyspace.seq(show))
         pipe.xrange(keyspace.orders(show))
         pipe.xinfo_stream(keyspace.orders(show))
+        pipe.hgetall(keyspace.erased(show))
         for drop in wanted:
             k = keyspace.drop(show, drop)
             pipe.hgetall(k.drop)
@@ -69,11 +74,12 @@ async def _snapshot(
             pipe.hgetall(k.held)
             pipe.hgetall(k.bought)
             pipe.hgetall(k.orders_index)
+            pipe.hgetall(k.payers)
         results = await pipe.execute(raise_on_error=False)
-        ids_now, seq, entries, info, *per_drop = results
+        ids_now, seq, entries, info, ledger, *per_drop = results
         if isinstance(ids_now, Exception) or [text(d) for d in ids_now] != drop_ids:
             continue  # a drop was created between the two reads: take the snapshot again
-        for r in (seq, entries, *per_drop):
+        for r in (seq, entries, ledger, *per_drop):
             if isinstance(r, Exception):
                 raise StoreError(f"audit snapshot of show {show}: {r}") from r
         stream: list[tuple[str, dict[str, str]]] | None = None
@@ -88,7 +94,7 @@ async def _snapshot(
             stream_info = {text(k): v for k, v in info.items()}
         drops: dict[str, DropSnapshot] = {}
         for i, drop in enumerate(wanted):
-            rec, holds, holdrec, held, bought, orders_index = per_drop[i * 6 : i * 6 + 6]
+            rec, holds, holdrec, held, bought, orders_index, payers = per_drop[i * 7 : i * 7 + 7]
             drops[drop] = DropSnapshot(
                 id=drop,
                 record=text_map(rec),
@@ -97,8 +103,11 @@ async def _snapshot(
                 held=text_map(held),
                 bought=text_map(bought),
                 orders_index=text_map(orders_index),
+                payers=text_map(payers),
             )
-        return ShowSnapshot(show, drop_ids, drops, text_map(seq), stream, stream_info)
+        return ShowSnapshot(
+            show, drop_ids, drops, text_map(seq), stream, stream_info, text_map(ledger)
+        )
     raise StoreError(f"audit: show {show} kept changing its drops; try again")
 
 

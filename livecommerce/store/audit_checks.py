@@ -12,6 +12,8 @@ import orjson
 from livecommerce.store.audit_snapshot import AuditReport, DropSnapshot, ShowSnapshot, text
 
 HOLD_STATES = ("held", "confirmed", "cancelled", "expired")
+ERASED_TYPE = "order.erased"
+"""``type`` of an outbox entry announcing an erasure (fulfillment.erasure), not a sale."""
 
 
 DROP_STATES = ("scheduled", "open", "closed")
@@ -27,6 +29,20 @@ def _int(value: str | None) -> int | None:
 def _stream_id(value: Any) -> tuple[int, int]:
     ms, _, seq = text(value).partition("-")
     return int(ms), int(seq or 0)
+
+
+def ledger_entries(ledger: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """The erasure ledger as stream entries (id, fields), oldest first."""
+    out = []
+    for eid, raw in ledger.items():
+        try:
+            fields = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            fields = {}
+        if not isinstance(fields, dict):
+            fields = {}
+        out.append((eid, {str(k): str(v) for k, v in fields.items()}))
+    return sorted(out, key=lambda e: _stream_id(e[0]))
 
 
 class Checker:
@@ -56,6 +72,18 @@ class Checker:
         records, held_by_viewer = self._holds(where, snap, counters["held"], seq)
         self._viewers(where, snap, held_by_viewer, counters["sold"], counters["limit"])
         self._orders_index(where, snap, records, counters["sold"], seq)
+        self._payers(where, snap, counters["sold"], counters["limit"])
+
+    def _payers(self, where: str, snap: DropSnapshot, sold: int, limit: int) -> None:
+        """Per payment reference (hashed): the limit holds across viewer ids sharing one."""
+        paid_total = 0
+        for payer, raw_units in snap.payers.items():
+            units = _int(raw_units) or 0
+            paid_total += units
+            if units > limit:
+                self.fail(where, f"payment reference {payer[:12]}: bought {units} > limit {limit}")
+        if paid_total > sold:
+            self.fail(where, f"payment references account for {paid_total} units, sold {sold}")
 
     def _stock(self, where: str, rec: dict[str, str], counters: dict[str, int]) -> None:
         """No unit made or lost, none oversold; the counters agree with the drop's state."""
@@ -217,8 +245,11 @@ class Checker:
             return
         info = snap.stream_info
         self.report.stream_entries += sum(1 for _, f in snap.stream if f.get("drop") in snap.drops)
-        seen, stream_bought, replays_seen = self._entries(snap, whole_show, indexed)
+        seen, stream_bought, replays_seen, erasures_seen = self._entries(snap, whole_show, indexed)
         trimmed = self._stream_shape(snap, info, indexed, replays_seen, whole_show)
+        erasures = _int(snap.seq.get("erasures")) or 0
+        if whole_show and not trimmed and erasures_seen != erasures:
+            self.fail("orders stream", f"{erasures_seen} erasure entries but {erasures} counted")
         if not trimmed:
             self._untrimmed_complete(snap, indexed, seen, stream_bought)
         else:
@@ -226,16 +257,26 @@ class Checker:
 
     def _entries(
         self, snap: ShowSnapshot, whole_show: bool, indexed: dict[str, tuple[str, int]]
-    ) -> tuple[Counter[str], dict[tuple[str, str], int], int]:
+    ) -> tuple[Counter[str], dict[tuple[str, str], int], int, int]:
         """Each entry backed by its drop's orders index, each order once; returns the orders
-        seen, units per (drop, viewer) and the number of dead-letter replays."""
+        seen, units per (drop, viewer), the number of replays and of erasure entries.
+
+        Entries an erasure deleted count as present, in their pseudonymised copy from the
+        ledger: same order, same quantity and amount."""
         assert snap.stream is not None
-        entries = [(eid, f) for eid, f in snap.stream if f.get("drop") in snap.drops]
+        merged = sorted([*snap.stream, *ledger_entries(snap.ledger)],
+                        key=lambda e: _stream_id(e[0]))  # fmt: skip
+        entries = [(eid, f) for eid, f in merged if f.get("drop") in snap.drops]
         seen: Counter[str] = Counter()
         stream_bought: dict[tuple[str, str], int] = defaultdict(int)
-        replays_seen = 0
-        for eid, f in snap.stream if whole_show else entries:
+        replays_seen = erasures_seen = 0
+        for eid, f in merged if whole_show else entries:
             order_id = f.get("order_id") or ""
+            if f.get("type") == ERASED_TYPE:
+                erasures_seen += 1
+                if order_id not in indexed:
+                    self.fail(f"orders stream entry {eid}", f"erases unknown order {order_id}")
+                continue
             if f.get("replay_of"):
                 # A dead letter put back for delivery: the same order again, not a second sale.
                 replays_seen += 1
@@ -266,7 +307,7 @@ class Checker:
         for order_id, count in seen.items():
             if count > 1:
                 self.fail("orders stream", f"order {order_id} appears {count} times")
-        return seen, stream_bought, replays_seen
+        return seen, stream_bought, replays_seen, erasures_seen
 
     def _stream_shape(
         self,
@@ -281,23 +322,31 @@ class Checker:
         assert snap.stream is not None
         length = int(info.get("length", 0))
         added = int(info.get("entries-added", length))
-        trimmed = length < added
+        erased_entries = _int(snap.seq.get("erased_entries")) or 0
+        if len(snap.ledger) != erased_entries:
+            self.fail(
+                "erasure ledger",
+                f"{erased_entries} entries erased from the stream but {len(snap.ledger)} copies "
+                f"kept",
+            )
+        trimmed = length + erased_entries < added  # erased entries are gone, not trimmed
         if length:
             first = _stream_id(snap.stream[0][0])
             max_deleted = _stream_id(info.get("max-deleted-entry-id", b"0-0"))
-            if max_deleted >= first:
+            if max_deleted >= first and text(info["max-deleted-entry-id"]) not in snap.ledger:
                 self.fail(
                     "orders stream",
                     f"entries deleted from the middle (up to {text(info['max-deleted-entry-id'])}, "
                     f"first kept {snap.stream[0][0]}): orders lost from the outbox",
                 )
         replays = _int(snap.seq.get("replays")) or 0
-        if whole_show and added != len(indexed) + replays:
+        erasures = _int(snap.seq.get("erasures")) or 0
+        if whole_show and added != len(indexed) + replays + erasures:
             self.fail(
                 "orders stream",
                 f"{added} entries ever added but {len(indexed)} orders indexed across the "
-                f"show's drops and {replays} dead-letter replays (each order must be appended "
-                f"exactly once)",
+                f"show's drops, {replays} replays and {erasures} erasure events (each order "
+                f"must be appended exactly once)",
             )
         if replays_seen > replays:
             self.fail("orders stream", f"{replays_seen} replay entries but {replays} counted")

@@ -69,6 +69,8 @@ class DropSnapshot:
     held: dict[str, str]
     bought: dict[str, str]
     orders_index: dict[str, str]
+    payers: dict[str, str] = field(default_factory=dict)
+    """Units bought per payment reference (hashed): each <= limit, all <= sold."""
 
 
 @dataclass
@@ -80,6 +82,8 @@ class ShowSnapshot:
     stream: list[tuple[str, dict[str, str]]] | None
     """Orders stream entries, None when the stream does not exist."""
     stream_info: dict[str, Any] | None
+    ledger: dict[str, str] = field(default_factory=dict)
+    """Erasure ledger: entry id -> pseudonymised copy of an outbox entry erasure deleted."""
 
 
 def text(value: Any) -> str:

@@ -15,6 +15,7 @@ promises).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import orjson
@@ -370,7 +371,8 @@ class Inventory:
         )
         if early is not None:
             return early
-        keys = [*self.keys.drop(show, drop).as_list(), self.keys.request(show, viewer, request_id)]
+        dk = self.keys.drop(show, drop)
+        keys = [*dk.as_list(), self.keys.request(show, viewer, request_id), dk.payers]
         args = [
             *self._common(show),
             viewer,
@@ -381,12 +383,20 @@ class Inventory:
             mode,
             payment_reference,
             self.settings.inventory.idempotency_ttl_s,
+            self._payer(dk.drop, payment_reference),
         ]
         outcome = Outcome.parse(await self.runner.call("drop_reserve", keys, args))
         if outcome.ok and not outcome.replay and outcome.hold is not None:
             # Only a hold needs the reaper; a sale (buy mode) leaves nothing to expire.
             await self._mark_active(drop_member(show, drop))
         return await self._durable(outcome)
+
+    def _payer(self, drop_key: str, payment_reference: str) -> str:
+        """The one-way hash the sale scripts count a payment reference's units under, or ""
+        when the per-payment limit is off or there is no reference."""
+        if not (self.settings.inventory.limit_per_payment and payment_reference):
+            return ""
+        return hashlib.sha1(f"{drop_key}|{payment_reference}".encode()).hexdigest()
 
     async def _mark_active(self, member: str) -> None:
         """SADD to the reaper's worklist. Concurrent reserves share one round trip: one SADD per
@@ -434,7 +444,12 @@ class Inventory:
         check_id("viewer", viewer)
         check_text("payment_reference", payment_reference, 128)
         drop, n = parse_hold_id(hold_id)
-        raw = await self._drop_call("hold_confirm", show, drop, n, viewer, payment_reference)
+        dk = self.keys.drop(show, drop)
+        raw = await self.runner.call(
+            "hold_confirm", [*dk.as_list(), dk.payers],
+            [*self._common(show), n, viewer, payment_reference,
+             self._payer(dk.drop, payment_reference)],
+        )  # fmt: skip
         return await self._durable(Outcome.parse(raw))
 
     async def cancel(self, show: str, hold_id: str, viewer: str) -> Outcome:

@@ -15,9 +15,12 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:drop:<d>:held        hash    viewer -> units currently held
     B:drop:<d>:bought      hash    viewer -> units bought
     B:drop:<d>:orders      hash    order id -> units, every confirmed order of the drop
+    B:drop:<d>:payers      hash    sha1(drop key | payment reference) -> units bought with it
     B:req:<viewer>:<rid>   string  first result of a request id (idempotency), expires
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
+    B:erased               hash    erasure ledger: orders-stream entry id -> pseudonymised copy
+    B:blocks               hash    "viewer:<id>" / "address:<ip>" -> block record (JSON)
     P:{s:<show>}:live      channel live events of the show (pub/sub)
     B:viewers              hash    gateway process id -> "<viewers>:<server ms>" (heartbeat)
     B:chat                 stream  chat history (bounded, exact MAXLEN; deleted messages XDEL'd)
@@ -51,12 +54,14 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
     P:pooled               set     "<show>/<drop>" pooled drops not yet settled for good
     P:syncitems:<source>   hash    a source's item id -> sku (Shopify inventory_item_id)
     P:hostkeys             hash    sha256(key) -> host key record (JSON)
+    P:operatorkeys         hash    sha256(key) -> operator key record (JSON; privacy routes)
     P:deadletters          stream  orders the relay gave up on (with the last error)
     P:aofbarrier           string  written before each WAITAOF round (durability.AofBarrier)
     P:{sink}:received      hash    reference sink: webhook-id -> what it received (JSON)
     P:{sink}:arrivals      list    reference sink: webhook-ids in order of first arrival
     P:{sink}:stats         hash    reference sink: counters (accepted, duplicates, rejected)
     P:{sink}:fail          hash    reference sink: injected failure mode (fault tests, demo)
+    P:{sink}:erased        hash    reference sink: order id -> pseudonym (order.erased received)
     (one hash tag: the sink's record script touches them together, also on a cluster)
 """
 
@@ -78,6 +83,9 @@ class DropKeys:
     orders: str
     events: str
     seq: str
+    payers: str = ""
+    """Units per payment reference (one-way hash): the limit across viewer ids sharing one.
+    Not in :meth:`as_list`; the sale scripts take it as a script-specific key."""
 
     def as_list(self) -> list[str]:
         return [
@@ -151,6 +159,12 @@ class Keyspace:
     def events(self, show: str) -> str:
         return f"{self.base(show)}:events"
 
+    def blocks(self, show: str) -> str:
+        return f"{self.base(show)}:blocks"
+
+    def erased(self, show: str) -> str:
+        return f"{self.base(show)}:erased"
+
     def channel(self, show: str) -> str:
         return f"{self.base(show)}:live"
 
@@ -178,6 +192,7 @@ class Keyspace:
             orders=self.orders(show),
             events=self.events(show),
             seq=self.seq(show),
+            payers=f"{d}:payers",
         )
 
     def xfers(self, show: str) -> str:
@@ -235,6 +250,10 @@ class Keyspace:
         return f"{self.prefix}:hostkeys"
 
     @property
+    def operator_keys(self) -> str:
+        return f"{self.prefix}:operatorkeys"
+
+    @property
     def aof_barrier(self) -> str:
         return f"{self.prefix}:aofbarrier"
 
@@ -262,6 +281,10 @@ class Keyspace:
     @property
     def sink_fail(self) -> str:
         return f"{self.sink_prefix}:fail"
+
+    @property
+    def sink_erased(self) -> str:
+        return f"{self.sink_prefix}:erased"
 
 
 def drop_member(show: str, drop: str) -> str:

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from livecommerce.core.errors import (
     LivecommerceError,
 )
-from livecommerce.web import api_chat, api_sync
+from livecommerce.web import api_blocks, api_chat, api_privacy, api_sync
 from livecommerce.web.api_drops import (
     change_window,
     close_drop,
@@ -66,6 +66,7 @@ from livecommerce.web.operation import (
     read_body,
     services_of,
 )
+from livecommerce.web.operatorkeys import OperatorKeys
 from livecommerce.web.problems import from_error, problem
 
 log = logging.getLogger("livecommerce.hostapi")
@@ -148,6 +149,20 @@ OPERATIONS: tuple[Operation, ...] = (
               fields=("closes_at", "closes_in_ms", "extend_ms"), response="Drop"),
     Operation("GET", D + "/stats", get_drop_stats, "getDropStats", "Live stats of one drop",
               "stats", response="DropStats"),
+    Operation("GET", S + "/blocks", api_blocks.list_blocks, "listBlocks",
+              "Viewers and addresses blocked in a show", "blocks", response="BlockList"),
+    Operation("POST", S + "/blocks", api_blocks.block, "blockViewer",
+              "Block a viewer id or a client address in a show", "blocks", body="BlockRequest",
+              fields=api_blocks.BLOCK_FIELDS, response="Block", status=201),
+    Operation("POST", S + "/unblock", api_blocks.unblock, "unblockViewer",
+              "Lift a block", "blocks", body="UnblockRequest", fields=("kind", "value"),
+              response="Unblocked"),
+    Operation("GET", api_privacy.VIEWER, api_privacy.export_viewer, "exportViewer",
+              "Everything stored about a viewer (operator key)", "privacy",
+              response="PrivacyExport", role="operator"),
+    Operation("DELETE", api_privacy.VIEWER, api_privacy.erase_viewer, "eraseViewer",
+              "Erase a viewer's personal data (operator key)", "privacy",
+              response="ErasureReport", role="operator"),
     # Stock sync (docs/stock-sync.md, docs/stock-in.md).
     Operation("GET", "/stock", api_sync.list_stock, "listStock",
               "On-hand, pool, allocated and sold of each of your products", "stock",
@@ -179,7 +194,8 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
         try:
             services = services_of(request)
             if op.auth:
-                key = await HostKeys(services.redis, services.keys).verify(bearer(request))
+                verifier = OperatorKeys if op.role == "operator" else HostKeys
+                key = await verifier(services.redis, services.keys).verify(bearer(request))
             else:
                 key = HostKey(id="", host="", label="", prefix="", created_at=0)
             ctx = Ctx(services=services, key=key, body={})

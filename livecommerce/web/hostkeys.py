@@ -76,9 +76,17 @@ class HostKey:
 class HostKeys:
     """Create, verify, list and revoke host API keys."""
 
+    secret_prefix = KEY_PREFIX
+    """What every secret of this kind starts with (another role has another prefix)."""
+    kind = "host API key"
+
     def __init__(self, redis: aioredis.Redis, keyspace: Keyspace) -> None:
         self.redis = redis
-        self.key = keyspace.host_keys
+        self.key = self.hash_key(keyspace)
+
+    @staticmethod
+    def hash_key(keyspace: Keyspace) -> str:
+        return keyspace.host_keys
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -92,7 +100,7 @@ class HostKeys:
             raise ValidationError("host", "1-64 characters of A-Z a-z 0-9 _ -")
         if not isinstance(label, str) or len(label) > MAX_LABEL:
             raise ValidationError("label", f"at most {MAX_LABEL} characters")
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        secret = self.secret_prefix + secrets.token_urlsafe(32)
         hashed = digest(secret)
         record = HostKey(
             id=hashed[:16],
@@ -106,20 +114,21 @@ class HostKeys:
 
     async def verify(self, secret: str) -> HostKey:
         """The record of a valid, unrevoked key. Raises AuthError otherwise."""
-        if not isinstance(secret, str) or not secret.startswith(KEY_PREFIX):
-            raise AuthError("expected a host API key (lch_...); viewer tokens are not accepted")
+        prefix = self.secret_prefix
+        if not isinstance(secret, str) or not secret.startswith(prefix):
+            raise AuthError(f"expected a {self.kind} ({prefix}...); viewer tokens are not accepted")
         if len(secret) > 200:
-            raise AuthError("unknown host API key")
+            raise AuthError(f"unknown {self.kind}")
         hashed = digest(secret)
         raw = await self._call(self.redis.hget(self.key, hashed))
         if raw is None:
-            raise AuthError("unknown host API key")
+            raise AuthError(f"unknown {self.kind}")
         record = HostKey.parse(raw)
         # The lookup is by hash already; compare again in constant time as a belt and braces.
         if not hmac.compare_digest(record.id, hashed[:16]):
-            raise AuthError("unknown host API key")
+            raise AuthError(f"unknown {self.kind}")
         if record.revoked:
-            raise AuthError("this host API key was revoked")
+            raise AuthError(f"this {self.kind} was revoked")
         return record
 
     async def list(self) -> list[HostKey]:
@@ -142,7 +151,7 @@ class HostKeys:
             ):
                 matches.append((field, record))
         if not matches:
-            raise NotFoundError("host key", prefix_or_id)
+            raise NotFoundError(self.kind.replace(" API", ""), prefix_or_id)
         if len(matches) > 1:
             raise ConflictError("ambiguous", f"{len(matches)} keys match {prefix_or_id!r}")
         field, record = matches[0]

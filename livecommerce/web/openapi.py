@@ -137,6 +137,44 @@ SCHEMAS: dict[str, Any] = {
         ("type", "title", "status", "detail"),
     ),
     "Me": obj({"host": ID, "key": {"type": "object"}, "server_time": MS}),
+    "Block": obj(
+        {
+            "kind": {"type": "string", "enum": ["viewer", "address"]},
+            "value": {"type": "string", "description": "Viewer id, or IPv4/IPv6 address"},
+            "by": ID,
+            "at": MS,
+            "reason": {"type": "string"},
+        }
+    ),
+    "BlockList": obj({"blocks": {"type": "array", "items": ref("Block")}}),
+    "BlockRequest": obj(
+        {
+            "kind": {"type": "string", "enum": ["viewer", "address"]},
+            "value": {"type": "string"},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+        ("kind", "value"),
+    ),
+    "UnblockRequest": obj(
+        {"kind": {"type": "string", "enum": ["viewer", "address"]}, "value": {"type": "string"}},
+        ("kind", "value"),
+    ),
+    "Unblocked": obj({"removed": {"type": "boolean"}}),
+    "PrivacyExport": obj(
+        {
+            "viewer": ID,
+            "generated_at": MS,
+            "found": {"type": "array", "items": {"type": "string"}},
+            "shows": {"type": "object"},
+            "dead_letters": {"type": "array"},
+            "fulfillment_sink": {"type": "array"},
+        },
+        description="Everything stored about a viewer (docs/privacy.md)",
+    ),
+    "ErasureReport": obj(
+        {"viewer": ID, "pseudonym": {"type": "string"}, "erased": {"type": "object"}},
+        description="What an erasure replaced (docs/privacy.md)",
+    ),
     "Product": obj({"sku": ID, "host": ID, **PRODUCT_EDIT, "created_at": MS, "updated_at": MS}),
     "ProductList": obj({"products": {"type": "array", "items": ref("Product")}}),
     "ProductCreate": obj(

@@ -79,6 +79,8 @@ class Operation:
     auth: bool = True
     query: tuple[str, ...] = ()
     stream: bool = False
+    role: str = "host"
+    """Whose key the route takes: ``host`` (lch_) or ``operator`` (lco_, the privacy routes)."""
 
 
 async def read_body(request: Request, op: Operation) -> dict[str, Any]:

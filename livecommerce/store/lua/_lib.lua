@@ -203,6 +203,23 @@ local function record_order(d, v, q, currency, unit, payment_ref, request_id, ho
   }
 end
 
+-- The per-drop limit also holds per payment reference, across viewer ids sharing one (a script
+-- with many accounts and one card), when the caller passes the reference's one-way hash
+-- (Inventory does with LIVECOMMERCE_LIMIT_PER_PAYMENT); '' means: not counted.
+local function payer_of(hashed)
+  if hashed == nil or hashed == '' then return nil end
+  return hashed
+end
+
+local function payer_refusal(payers_key, payer, d, q)
+  if not payer then return nil end
+  local paid = num(redis.call('HGET', payers_key, payer))
+  if paid + q > d.limit then
+    return { limit = d.limit, allowed = math.max(d.limit - paid, 0), scope = 'payment_reference' }
+  end
+  return nil
+end
+
 -- After a sale: announce sold out, and close for good once every unit is sold (none held).
 local function after_sale(d, was_remaining)
   if was_remaining > 0 and d.remaining == 0 then

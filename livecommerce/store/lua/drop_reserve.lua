@@ -1,7 +1,8 @@
 -- Reserve units of a drop for a viewer (a hold that expires), or with mode "buy" sell them at
 -- once (one-tap checkout: the order goes to the outbox in this same step).
--- KEYS[10] idempotency record for (viewer, request id)
+-- KEYS[10] idempotency record for (viewer, request id)   KEYS[11] payers hash of the drop
 local idem_key = KEYS[10]
+local payers_key = KEYS[11]
 local viewer = ARGV[4]
 local q = tonumber(ARGV[5])
 local request_id = ARGV[6]
@@ -10,6 +11,7 @@ local currency_arg = ARGV[8]
 local mode = ARGV[9]                -- 'reserve' or 'buy'
 local payment_ref = ARGV[10]
 local idem_ttl_s = tonumber(ARGV[11])
+local payer_arg = ARGV[12]          -- hash of the payment reference, '' = no shared limit
 local reap_batch = 32
 
 -- 1. Checks, no writes.
@@ -58,6 +60,10 @@ local used = num(redis.call('HGET', K.held, viewer)) + num(redis.call('HGET', K.
 if used + q > d.limit then
   return finish(refuse('limit_exceeded', { limit = d.limit, allowed = math.max(d.limit - used, 0) }))
 end
+local payer = nil
+if mode == 'buy' then payer = payer_of(payer_arg) end
+local over = payer_refusal(payers_key, payer, d, q)
+if over then return finish(refuse('limit_exceeded', over)) end
 if d.remaining == 0 then return finish(refuse('sold_out', { remaining = 0 })) end
 if q > d.remaining then
   return finish(refuse('insufficient_stock', { remaining = d.remaining }))
@@ -69,6 +75,7 @@ incr(d, 'remaining', -q)
 local result
 if mode == 'buy' then
   local order = record_order(d, viewer, q, currency, unit, payment_ref, request_id, '')
+  if payer then redis.call('HINCRBY', payers_key, payer, q) end
   result = reply({ ok = true, order = order, remaining = d.remaining })
 else
   local n = fmt(redis.call('HINCRBY', K.seq, 'h:' .. d.id, 1))

@@ -3,6 +3,8 @@
 local n = ARGV[4]                   -- hold number within the drop
 local viewer = ARGV[5]
 local payment_ref = ARGV[6]
+local payers_key = KEYS[10]         -- units per payment reference (the shared limit)
+local payer_arg = ARGV[7]           -- hash of the payment reference, '' = no shared limit
 
 local d = load_drop()
 if not d then return refuse('unknown_drop') end
@@ -21,11 +23,22 @@ if CTX.now >= rec.x then
   return refuse('hold_expired')
 end
 
+local payer = payer_of(payer_arg)
+local over = payer_refusal(payers_key, payer, d, rec.q)
+if over then
+  -- Another viewer id already used this payment reference up to the limit: the hold goes back
+  -- to stock at once, so a script with many accounts cannot keep units held either.
+  release(d, n, rec, 'cancelled')
+  publish_stock(d)
+  return refuse('limit_exceeded', over)
+end
+
 local hold_id = d.id .. '.' .. n
 redis.call('ZREM', K.holds, n)
 incr(d, 'held', -rec.q)
 if redis.call('HINCRBY', K.held, viewer, -rec.q) <= 0 then redis.call('HDEL', K.held, viewer) end
 local order = record_order(d, viewer, rec.q, rec.c, rec.p, payment_ref, rec.r, hold_id)
+if payer then redis.call('HINCRBY', payers_key, payer, rec.q) end
 rec.s = 'confirmed'
 rec.o = order.id
 rec.order = order

@@ -6,8 +6,11 @@ local received_key = KEYS[1]        -- P:sink:received  webhook-id -> record JSO
 local arrivals_key = KEYS[2]        -- P:sink:arrivals  webhook-ids, first arrival order
 local stats_key = KEYS[3]           -- P:sink:stats     counters
 local fail_key = KEYS[4]            -- P:sink:fail      injected failure mode, if any
+local erased_key = KEYS[5]          -- P:sink:erased    order id -> pseudonym (order.erased seen)
 local msg_id = ARGV[1]
 local record = ARGV[2]              -- '' when the body is not an order.confirmed event
+local order_id = ARGV[3]
+local erased_ref = ARGV[4]
 
 -- Reply: {outcome, mode, delay_s, retry_after}; outcome is 'fail' (answer with the injected
 -- failure, nothing recorded), 'bad' (rejected body), 'new' or 'dup'; mode is '' or the
@@ -37,6 +40,14 @@ if record == '' then
   return {'bad', mode, delay_s, retry_after}
 end
 redis.call('HINCRBY', stats_key, 'requests', 1)
+local pseudonym = redis.call('HGET', erased_key, order_id)
+if pseudonym and redis.call('HEXISTS', received_key, msg_id) == 0 then
+  -- The order.erased event overtook the order: record it pseudonymised from the start.
+  local rec = cjson.decode(record)
+  rec.order.viewer = pseudonym
+  rec.order.payment_reference = erased_ref
+  record = cjson.encode(rec)
+end
 if redis.call('HSETNX', received_key, msg_id, record) == 1 then
   redis.call('RPUSH', arrivals_key, msg_id)
   redis.call('HINCRBY', stats_key, 'accepted', 1)

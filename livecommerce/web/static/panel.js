@@ -3,6 +3,7 @@
 // GET /api/shows/{show}/live (read with fetch so the key travels in a header, not the URL).
 
 import { h, formatMoney, formatDuration, ServerClock, toMinor } from "./common.js";
+import { blocksSection, loadBlocks } from "./blocks.js";
 import { PanelChat } from "./panelchat.js";
 
 const root = document.getElementById("app");
@@ -136,7 +137,9 @@ function selectShow(id) {
   state.drops = new Map();
   state.stats = null;
   state.orders = [];
+  state.blocks = [];
   startLive();
+  loadBlocks(panel).then(render);
 }
 
 async function startLive() {
@@ -540,7 +543,7 @@ function render() {
       h("button", { class: "link", onclick: () => { signOut(); render(); } }, "Sign out")),
     state.toast ? h("div", { class: `notice ${state.toast.kind}`, "data-testid": "toast" },
       state.toast.text) : "",
-    h("div", { class: "grid" }, showSection(), catalogSection(), dashboard(),
+    h("div", { class: "grid" }, showSection(), blocksSection(panel), catalogSection(), dashboard(),
       panelChat.section(), dropsSection()));
 }
 
@@ -566,6 +569,7 @@ setInterval(() => {
   }
 }, 250);
 
+const panel = { state, api, act, render };  // what blocks.js needs of the panel
 // Levels reported by the store backend move without any show event: look again now and then.
 setInterval(() => { if (state.key && state.me && !document.hidden) refreshStockSoon(); }, 5000);
 

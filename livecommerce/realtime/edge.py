@@ -1,0 +1,108 @@
+"""The gateway's edge checks: the address and viewer limits (:mod:`.guard`) and host blocks
+(:mod:`livecommerce.store.blocks`), each answered with a documented code (docs/fraud.md).
+
+Blocks are cached per show for :data:`BLOCKS_REFRESH_S` so a burst of buy attempts costs no
+extra Redis round trip; a new block takes effect within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from livecommerce.core.config import FraudSettings
+from livecommerce.core.model import Outcome, Reason
+from livecommerce.realtime.guard import Guard
+from livecommerce.realtime.protocol import CloseCode, Command, ErrorCode, Op
+from livecommerce.store.blocks import BlockKind, Blocks, field_of
+
+BLOCKS_REFRESH_S = 1.0
+LIMITED_OPS = frozenset({Op.RESERVE, Op.BUY_NOW, Op.CONFIRM})
+"""Buy attempts; a cancel gives stock back and is never limited."""
+
+
+class Edge:
+    def __init__(self, settings: FraudSettings, blocks: Blocks) -> None:
+        self.guard = Guard(settings)
+        self.blocks = blocks
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._fetching: dict[str, asyncio.Future[frozenset[str]]] = {}
+
+    # -- handshake ---------------------------------------------------------------------------
+    def address_of(self, websocket: WebSocket) -> str:
+        peer = websocket.client.host if websocket.client is not None else ""
+        return self.guard.client_address(peer, websocket.headers.get("x-forwarded-for"))
+
+    async def refuse_handshake(self, websocket: WebSocket, reason: str, wait_s: float) -> None:
+        """429 with Retry-After before the upgrade (403 where the server cannot say 429)."""
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            retry = str(max(1, round(wait_s + 0.4999)))
+            await websocket.send_denial_response(
+                Response(reason, status_code=429, headers={"retry-after": retry})
+            )
+        else:  # pragma: no cover - servers without the denial-response extension
+            await websocket.close(code=1008)
+
+    # -- blocks ------------------------------------------------------------------------------
+    async def blocked(self, show: str, viewer: str, address: str) -> bool:
+        now = time.monotonic()
+        cached = self._cache.get(show)
+        if cached is None or now - cached[0] > BLOCKS_REFRESH_S:
+            fields = await self._refresh(show, now)
+        else:
+            fields = cached[1]
+        if not fields:
+            return False
+        return (bool(viewer) and field_of(BlockKind.VIEWER, viewer) in fields) or (
+            bool(address) and field_of(BlockKind.ADDRESS, address) in fields
+        )
+
+    async def _refresh(self, show: str, now: float) -> frozenset[str]:
+        """One read of a show's blocks at a time, however many attempts wait for it (a burst
+        arriving as the cache expires costs one round trip, not one per attempt)."""
+        pending = self._fetching.get(show)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._fetching[show] = future
+        try:
+            fields = await self.blocks.fields(show)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._fetching.pop(show, None)
+        future.set_result(fields)
+        self._cache[show] = (now, fields)
+        return fields
+
+    # -- join --------------------------------------------------------------------------------
+    async def refuse_join(
+        self, show: str, viewer: str, address: str
+    ) -> tuple[ErrorCode, CloseCode] | None:
+        """None when the viewer may join (then counted: call ``guard.part`` on close)."""
+        if await self.blocked(show, viewer, address):
+            return ErrorCode.BLOCKED, CloseCode.BLOCKED
+        if viewer and not self.guard.join(viewer):
+            return ErrorCode.TOO_MANY_CONNECTIONS, CloseCode.TOO_MANY_CONNECTIONS
+        return None
+
+    # -- commands ----------------------------------------------------------------------------
+    async def refuse_command(self, show: str, address: str, cmd: Command) -> Outcome | None:
+        """None to go ahead, else the refusal: ``blocked`` or ``too_many_attempts``."""
+        if cmd.op not in LIMITED_OPS:
+            return None
+        now_ms = int(time.time() * 1000)
+        if await self.blocked(show, cmd.viewer, address):
+            return Outcome(ok=False, now_ms=now_ms, reason=Reason.BLOCKED)
+        drop = cmd.drop or cmd.hold.partition(".")[0]
+        wait_ms = self.guard.attempt(cmd.viewer, drop, time.monotonic())
+        if wait_ms:
+            detail: dict[str, Any] = {"retry_after_ms": wait_ms}
+            return Outcome(ok=False, now_ms=now_ms, reason=Reason.TOO_MANY_ATTEMPTS, detail=detail)
+        return None
