@@ -27,10 +27,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import Outcome, drop_view
+from livecommerce.realtime.admission import Admission
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.chat import Moderate, Post, React
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
-from livecommerce.realtime.edge import Edge
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
 from livecommerce.realtime.metrics import GatewayMetrics
@@ -95,7 +95,7 @@ class Connection:
         self.show: str | None = None
         self.closing = False
         self.address = ""
-        """The client address limits and blocks apply to (realtime.edge)."""
+        """The client address limits and blocks apply to (realtime.admission)."""
         self.viewer = ""
         """The viewer id counted against the per-viewer connection limit, once joined."""
 
@@ -132,7 +132,7 @@ class Gateway:
                                      interval_s=self.settings.chat_interval_s)  # fmt: skip
         fraud = services.settings.fraud
         self.risk = RiskCheck(fraud, services.registry) if fraud.risk_url else None
-        self.edge = Edge(fraud, Blocks(services.redis, services.keys))
+        self.admission = Admission(fraud, Blocks(services.redis, services.keys))
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -177,16 +177,16 @@ class Gateway:
             self.metrics.refused.labels(refusal or "subprotocol").inc()
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
-        address = self.edge.address_of(websocket)
-        limited = self.edge.guard.admit(address, time.monotonic())
+        address = self.admission.address_of(websocket)
+        limited = self.admission.guard.admit(address, time.monotonic())
         if limited is not None:
             self.metrics.refused.labels(limited[0]).inc()
-            await self.edge.refuse_handshake(websocket, *limited)
+            await self.admission.refuse_handshake(websocket, *limited)
             return
         try:
             await self._accepted(websocket, encoding, offered, address)
         finally:
-            self.edge.guard.leave(address)
+            self.admission.guard.leave(address)
 
     async def _accepted(
         self, websocket: WebSocket, encoding: Encoding, offered: list[str], address: str
@@ -245,7 +245,7 @@ class Gateway:
         """Everything a connection held, given back (its show's subscription, its outbox)."""
         conn.session.close()
         if conn.viewer:
-            self.edge.guard.part(conn.viewer)
+            self.admission.guard.part(conn.viewer)
             conn.viewer = ""
         if conn.show is not None:
             with contextlib.suppress(Exception):
@@ -325,7 +325,7 @@ class Gateway:
             conn.send(error(ErrorCode.UNKNOWN_SHOW, f"no show {show!r}").message)
             await self._close(conn, CloseCode.UNKNOWN_SHOW, "unknown_show")
             return False
-        refused = await self.edge.refuse_join(show, join.viewer or "", conn.address)
+        refused = await self.admission.refuse_join(show, join.viewer or "", conn.address)
         if refused is not None:
             code, close = refused
             conn.send(error(code, f"{code}: not admitted to show {show!r}").message)
@@ -433,7 +433,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             async with self._command_slots:
-                refused = await self.edge.refuse_command(show, conn.address, cmd)
+                refused = await self.admission.refuse_command(show, conn.address, cmd)
                 outcome = refused or await self._run_command(show, cmd)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")

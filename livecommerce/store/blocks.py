@@ -3,7 +3,7 @@
 Stored in the show's ``B:blocks`` hash (``viewer:<id>`` / ``address:<ip>`` -> JSON record with
 ``by``, ``at`` and an optional ``reason``); written by the host API, read by the gateway, which
 refuses a blocked viewer's or address's ``join`` and buy attempts at the edge
-(:mod:`livecommerce.realtime.edge`). Blocking is idempotent; unblocking an unknown entry is a
+(:mod:`livecommerce.realtime.admission`). Blocking is idempotent; unblocking an unknown entry is a
 no-op.
 """
 

@@ -13,7 +13,7 @@ from helpers.browser import Running, serve
 
 from livecommerce.core.config import GatewaySettings, Secret, Settings
 from livecommerce.ops.app import create_app
-from livecommerce.realtime import edge, tokens
+from livecommerce.realtime import admission, tokens
 from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
@@ -48,7 +48,7 @@ async def test_the_host_blocks_a_viewer_from_the_panel(
     app_server: Running, redis: aioredis.Redis, keyspace: Keyspace,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setattr(edge, "BLOCKS_REFRESH_S", 0.0)
+    monkeypatch.setattr(admission, "BLOCKS_REFRESH_S", 0.0)
     host_key, _ = await HostKeys(redis, keyspace).create("blocker", "browser test")
     await app_server.services.inventory.create_show("night", title="Night", host="blocker")
     ws_url = app_server.url.replace("http://", "ws://") + "/ws"

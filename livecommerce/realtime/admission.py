@@ -1,4 +1,4 @@
-"""The gateway's edge checks: the address and viewer limits (:mod:`.guard`) and host blocks
+"""Admission at the gateway: the address and viewer limits (:mod:`.guard`) and host blocks
 (:mod:`livecommerce.store.blocks`), each answered with a documented code (docs/fraud.md).
 
 Blocks are cached per show for :data:`BLOCKS_REFRESH_S` so a burst of buy attempts costs no
@@ -25,7 +25,7 @@ LIMITED_OPS = frozenset({Op.RESERVE, Op.BUY_NOW, Op.CONFIRM})
 """Buy attempts; a cancel gives stock back and is never limited."""
 
 
-class Edge:
+class Admission:
     def __init__(self, settings: FraudSettings, blocks: Blocks) -> None:
         self.guard = Guard(settings)
         self.blocks = blocks

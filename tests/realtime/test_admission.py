@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livecommerce.core.config import FraudSettings
 from livecommerce.core.model import DropSpec
-from livecommerce.realtime import edge
+from livecommerce.realtime import admission
 from livecommerce.realtime.client import Client, ClientClosed
 from livecommerce.realtime.codec import SUBPROTOCOL_JSON
 from livecommerce.realtime.guard import Guard
@@ -136,7 +136,7 @@ async def test_viewer_connections_and_buy_attempts(redis_url: str, keyspace: Key
 async def test_a_host_blocks_a_viewer_and_an_address_at_the_edge(
     redis_url: str, redis: aioredis.Redis, keyspace: Keyspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(edge, "BLOCKS_REFRESH_S", 0.0)  # every check reads the blocks afresh
+    monkeypatch.setattr(admission, "BLOCKS_REFRESH_S", 0.0)  # every check reads the blocks afresh
     key, _ = await HostKeys(redis, keyspace).create("h1")
     headers = {"Authorization": f"Bearer {key}"}
     async with (
@@ -188,7 +188,7 @@ async def test_a_burst_as_the_block_cache_expires_reads_the_blocks_once(
 
     blocks = Counting(redis, keyspace)
     await blocks.block("s1", "viewer", "bot1", by="h1")
-    checks = edge.Edge(FraudSettings(), blocks)
+    checks = admission.Admission(FraudSettings(), blocks)
     results = await asyncio.gather(
         *(checks.blocked("s1", f"v{i % 3}" if i % 2 else "bot1", "") for i in range(50))
     )
