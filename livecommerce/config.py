@@ -180,6 +180,8 @@ class GatewaySettings:
     """LIVECOMMERCE_SEND_BUFFER: bytes not yet sent to a viewer before it is a slow consumer."""
     stock_interval_s: float = 0.25
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
+    edge_refusals: bool = True
+    """LIVECOMMERCE_EDGE_REFUSALS: answer certain refusals in the gateway (docs/protocol.md)."""
     drain_s: float = 10.0
     """LIVECOMMERCE_DRAIN_SECONDS: bounded wait for viewers to go on shutdown."""
     workers: int = 1
@@ -279,6 +281,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         send_queue=env.integer("SEND_QUEUE", 256, minimum=4, maximum=1_000_000),
         send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
         stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
+        edge_refusals=env.flag("EDGE_REFUSALS", True),
         drain_s=env.number("DRAIN_SECONDS", 10.0, minimum=0, maximum=600),
         workers=env.integer("WORKERS", 1, minimum=1, maximum=256),
         log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),

@@ -25,9 +25,10 @@ from redis.exceptions import RedisError, ResponseError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.edge import EdgeView
 from livecommerce.errors import StoreError, ValidationError
 from livecommerce.hub import Broker, Hub, Outbox, RedisBroker
-from livecommerce.inventory import Outcome, drop_view
+from livecommerce.inventory import Outcome, Reason, drop_view
 from livecommerce.metrics import GatewayMetrics
 from livecommerce.protocol import (
     Close,
@@ -93,6 +94,8 @@ class Gateway:
             stock_interval_s=self.settings.stock_interval_s,
         )
         self.hub.on_lost = self._on_lost
+        self.edge = EdgeView(enabled=self.settings.edge_refusals)
+        self.hub.on_event = self._on_event
         self.process_id = uuid.uuid4().hex[:12]
         self.connections: set[Connection] = set()
         self._empty = asyncio.Event()
@@ -104,6 +107,8 @@ class Gateway:
         self._command_slots = asyncio.Semaphore(COMMAND_CONCURRENCY)
         self.clock_offset_ms = 0.0
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
+        self.clock_error_ms = float("inf")
+        """How far off ``clock_offset_ms`` may be: half the round trip that measured it."""
         secret = self.settings.token_secret
         self._secret = secret.reveal() if secret is not None else None
 
@@ -189,6 +194,8 @@ class Gateway:
             if conn.show is not None:
                 with contextlib.suppress(Exception):
                     await self.hub.leave(conn.show, outbox)
+                if conn.show not in self.hub.topics:
+                    self.edge.forget(conn.show)  # no longer subscribed: the view would go stale
             await outbox.aclose()
             self.connections.discard(conn)
             self.metrics.connections.labels(str(encoding)).dec()
@@ -241,6 +248,7 @@ class Gateway:
 
     def _on_lost(self) -> None:
         """The pub/sub link broke: events may have been missed, so every viewer resumes."""
+        self.edge.clear()
         for conn in list(self.connections):
             if conn.show is not None:
                 self._spawn(self._close(conn, CloseCode.RECONNECT, "reconnect"), "close")
@@ -283,6 +291,7 @@ class Gateway:
                             "drop": drop["id"], "remaining": drop["remaining"],
                             "held": drop["held"], "sold": drop["sold"]}})  # fmt: skip
                 conn.outbox.release(events[-1]["id"] if events else join.last_event_id)
+                self._observe_drops(show, drops, self.server_time_ms())
                 return True
             self.metrics.resumes.labels("gap").inc()
         snapshot = await self._snapshot(show)
@@ -295,6 +304,7 @@ class Gateway:
         )
         conn.send(snapshot)
         conn.outbox.release(snapshot["last_event_id"])
+        self._observe_drops(show, snapshot["drops"], snapshot["server_time"])
         return True
 
     async def _snapshot(self, show: str) -> dict[str, Any]:
@@ -355,11 +365,65 @@ class Gateway:
         drops = [drop_view(raw) for raw in drop_raws if isinstance(raw, dict) and raw]
         return events, drops
 
+    # -- edge view ----------------------------------------------------------------------------
+    def _on_event(self, show: str, kind: str, data: Any, ts: int) -> None:
+        load = self.edge.observe(show, kind, data, ts)
+        if load is not None:
+            self._spawn(self._load_buyers(show, *load), "edge-buyers")
+        if kind == "sold_out" and isinstance(data, dict):
+            opened = data.get("opens_at")
+            if isinstance(opened, int) and 0 < opened <= ts:
+                self.metrics.sell_out_seconds.observe((ts - opened) / 1000)
+
+    def _observe_drops(self, show: str, drops: list[dict[str, Any]], ts: int) -> None:
+        for drop, generation in self.edge.observe_drops(show, drops, ts):
+            self._spawn(self._load_buyers(show, drop, generation), "edge-buyers")
+
+    async def _load_buyers(self, show: str, drop: str, generation: int) -> None:
+        try:
+            buyers = await self.services.inventory.buyers(show, drop)
+        except (StoreError, RedisError, OSError) as exc:
+            log.warning("edge view: buyers of %s/%s not loaded: %s", show, drop, exc)
+            self.edge.load_failed(show, drop, generation)
+            return
+        self.edge.set_buyers(show, drop, generation, buyers)
+
+    def _edge_refusal(self, show: str, cmd: Command) -> dict[str, Any] | None:
+        """The store's certain answer to a reserve/buy_now, given here (docs/protocol.md, "Edge
+        refusals"), or None to ask the store. Raises ValidationError as the store would."""
+        early = self.services.inventory.check_buy(
+            show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id, cmd.currency,
+            cmd.payment_reference,
+        )  # fmt: skip
+        if early is not None:  # answered without Redis by the store's own checks
+            return result_message(cmd, early)
+        now = self.server_time_ms()
+        refusal = self.edge.refusal(show, cmd.drop, cmd.viewer, now_ms=now,
+                                    uncertainty_ms=self.clock_error_ms)  # fmt: skip
+        if refusal is None:
+            return None
+        self.metrics.count_edge(str(refusal.reason))
+        outcome = Outcome(ok=False, now_ms=now, reason=Reason(refusal.reason),
+                          detail=refusal.detail)  # fmt: skip
+        return result_message(cmd, outcome)
+
     # -- commands -----------------------------------------------------------------------------
     async def _command(self, conn: Connection, cmd: Command) -> None:
         show = conn.show
         assert show is not None
         started = time.perf_counter()
+        if self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW):
+            try:
+                reply = self._edge_refusal(show, cmd)
+            except ValidationError as exc:
+                self.metrics.count_command(cmd.op, "invalid")
+                conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
+                                field=exc.field).message)  # fmt: skip
+                return
+            if reply is not None:
+                self.metrics.count_command(cmd.op, reply.get("reason") or "ok")
+                conn.send(reply)
+                return
         try:
             async with self._command_slots:
                 outcome = await self._run_command(show, cmd)
@@ -398,6 +462,8 @@ class Gateway:
             server = await self.services.inventory.server_time_ms()
             after = time.time() * 1000
             self.clock_offset_ms = server - (before + after) / 2
+            # TIME ran between before and after; its ms resolution adds one ms.
+            self.clock_error_ms = (after - before) / 2 + 1
 
     async def _count_viewers(self) -> None:
         """Publish this process's viewer count per show and sum every process's (heartbeats)."""

@@ -416,6 +416,8 @@ class Hub:
         self.topics: dict[str, Topic] = {}
         self._lock = asyncio.Lock()
         self.on_lost: Callable[[], None] | None = None
+        self.on_event: Callable[[str, str, Any, int], None] | None = None
+        """Called with (show, type, data, ts) for every durable event (the gateway's edge view)."""
 
     async def start(self) -> None:
         await self.broker.start(self.dispatch, self._lost)
@@ -505,6 +507,8 @@ class Hub:
                 "sold": data.get("sold"),
             }
             topic.stock_ts[data["id"]] = int(message.get("ts") or 0)
+        if self.on_event is not None:
+            self.on_event(show, kind, data, int(message.get("ts") or 0))
         frame = Frame(message, json=raw.decode(), event_id=event_id if event_id else None)
         self.broadcast(topic, frame, event=True)
 

@@ -570,6 +570,30 @@ class Inventory:
                            detail={"max": MAX_QUANTITY})  # fmt: skip
         return None
 
+    def check_buy(
+        self, show: str, drop: str, viewer: str, quantity: object, request_id: str,
+        currency: str | None, payment_reference: str,
+    ) -> Outcome | None:  # fmt: skip
+        """The checks ``reserve``/``buy_now`` make before Redis: ValidationError, or the refusal
+        they answer without Redis (``unknown_drop``, ``invalid_quantity``), or None."""
+        return self._buy_args(show, drop, viewer, quantity, request_id, currency,
+                              payment_reference)  # fmt: skip
+
+    async def buyers(self, show: str, drop: str) -> set[str]:
+        """Every viewer with a sale or a hold (live or ended) in the drop: the viewers whose
+        request ids may replay a success (see livecommerce.edge)."""
+        dk = self.keys.drop(show, drop)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hkeys(dk.bought)
+        pipe.hvals(dk.holdrec)
+        bought, holds = await self._redis(pipe.execute())
+        found = {v.decode() for v in bought}
+        for raw in holds:
+            viewer = orjson.loads(raw).get("v")
+            if isinstance(viewer, str):
+                found.add(viewer)
+        return found
+
     async def _reserve(
         self, mode: str, show: str, drop: str, viewer: str, quantity: int, request_id: str,
         currency: str | None, payment_reference: str,
