@@ -200,6 +200,10 @@ SCHEMAS: dict[str, Any] = {
         {
             **DROP_VIEW["properties"],
             **SALES,
+            "sell_out_ms": {
+                "type": ["integer", "null"],
+                "description": "ms from the opening to selling out; null if it did not sell out",
+            },
             "viewers": {"type": ["integer", "null"]},
             "server_time": MS,
         }
