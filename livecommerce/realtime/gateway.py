@@ -443,6 +443,9 @@ class Gateway:
         try:
             async with self._command_slots:
                 outcome = await self._run_command(show, cmd)
+            # The fsync wait of an order holds no store slot: one WAITAOF round covers every
+            # order of a burst, and the next attempts reach the store meanwhile.
+            outcome = await self.services.inventory.durable(outcome)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
             conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
@@ -466,9 +469,11 @@ class Gateway:
                                      currency=cmd.currency)  # fmt: skip
         if cmd.op is Op.BUY_NOW:
             return await inv.buy_now(show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id,
-                                     cmd.payment_reference, currency=cmd.currency)  # fmt: skip
+                                     cmd.payment_reference, currency=cmd.currency,
+                                     wait_durable=False)  # fmt: skip
         if cmd.op is Op.CONFIRM:
-            return await inv.confirm(show, cmd.hold, cmd.viewer, cmd.payment_reference)
+            return await inv.confirm(show, cmd.hold, cmd.viewer, cmd.payment_reference,
+                                     wait_durable=False)  # fmt: skip
         return await inv.cancel(show, cmd.hold, cmd.viewer)
 
     # -- viewer counts ------------------------------------------------------------------------

@@ -378,7 +378,7 @@ class Inventory:
 
     async def _reserve(
         self, mode: str, show: str, drop: str, viewer: str, quantity: int, request_id: str,
-        currency: str | None, payment_reference: str,
+        currency: str | None, payment_reference: str, wait_durable: bool = True,
     ) -> Outcome:  # fmt: skip
         early = self._buy_args(
             show, drop, viewer, quantity, request_id, currency, payment_reference
@@ -401,7 +401,7 @@ class Inventory:
         if outcome.ok and not outcome.replay and outcome.hold is not None:
             # Only a hold needs the reaper; a sale (buy mode) leaves nothing to expire.
             await self._mark_active(drop_member(show, drop))
-        return await self._durable(outcome)
+        return await self._durable(outcome) if wait_durable else outcome
 
     async def _mark_active(self, member: str) -> None:
         """SADD to the reaper's worklist. Concurrent reserves share one round trip: one SADD per
@@ -416,6 +416,11 @@ class Inventory:
         while self._active_batch:  # members added while a SADD is in flight go in the next one
             members, self._active_batch = self._active_batch, set()
             await self._redis(self.redis.sadd(self.keys.active, *members))
+
+    async def durable(self, outcome: Outcome) -> Outcome:
+        """``outcome`` once its order is on disk (``durable`` set; see AofBarrier.wait): what
+        ``buy_now``/``confirm`` do unless called with ``wait_durable=False``."""
+        return await self._durable(outcome)
 
     async def _durable(self, outcome: Outcome) -> Outcome:
         if outcome.order is None:
@@ -434,23 +439,33 @@ class Inventory:
 
     async def buy_now(
         self, show: str, drop: str, viewer: str, quantity: int, request_id: str,
-        payment_reference: str, *, currency: str | None = None,
+        payment_reference: str, *, currency: str | None = None, wait_durable: bool = True,
     ) -> Outcome:  # fmt: skip
         """Reserve and confirm in one step (one-tap checkout with saved payment details)."""
         return await self._reserve(
-            "buy", show, drop, viewer, quantity, request_id, currency, payment_reference
+            "buy",
+            show,
+            drop,
+            viewer,
+            quantity,
+            request_id,
+            currency,
+            payment_reference,
+            wait_durable,
         )
 
     async def confirm(
-        self, show: str, hold_id: str, viewer: str, payment_reference: str
-    ) -> Outcome:
+        self, show: str, hold_id: str, viewer: str, payment_reference: str,
+        *, wait_durable: bool = True,
+    ) -> Outcome:  # fmt: skip
         """Turn a live hold into an order (and its outbox entry). Idempotent per hold."""
         check_id("show", show)
         check_id("viewer", viewer)
         check_text("payment_reference", payment_reference, 128)
         drop, n = parse_hold_id(hold_id)
         raw = await self._drop_call("hold_confirm", show, drop, n, viewer, payment_reference)
-        return await self._durable(Outcome.parse(raw))
+        outcome = Outcome.parse(raw)
+        return await self._durable(outcome) if wait_durable else outcome
 
     async def cancel(self, show: str, hold_id: str, viewer: str) -> Outcome:
         """Give a hold's units back. Idempotent per hold."""

@@ -276,3 +276,15 @@ async def test_view_catches_up_after_the_pubsub_link_breaks(
         await inv.restock("s1", "d1", 2)
         reply = await alice.buy_now("d1", 1, "pay", request_id="a2")
         assert reply["ok"], reply
+
+
+async def test_orders_are_still_told_durable(gw: Running, inv: Inventory) -> None:
+    """The fsync wait moved out of the store slot: the reply still waits for it."""
+    await inv.create_drop("s1", drop("d1", quantity=5))
+    async with Client(gw.url, "s1", token=token("alice")) as alice:
+        bought = await alice.buy_now("d1", 1, "pay", request_id="a1")
+        assert bought["ok"] and bought["durable"] is True, bought
+        hold = await alice.reserve("d1", 1, request_id="a2")
+        assert hold["ok"] and "durable" not in hold
+        confirmed = await alice.confirm(hold["hold"]["id"], "pay", request_id="a3")
+        assert confirmed["ok"] and confirmed["durable"] is True, confirmed
