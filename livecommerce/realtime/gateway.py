@@ -413,6 +413,9 @@ class Gateway:
         )  # fmt: skip
         if early is not None:  # answered without Redis by the store's own checks
             return result_message(cmd, early)
+        return self._edge_reply(show, cmd)
+
+    def _edge_reply(self, show: str, cmd: Command) -> dict[str, Any] | None:
         now = self.server_time_ms()
         refusal = self.edge.refusal(show, cmd.drop, cmd.viewer, now_ms=now,
                                     uncertainty_ms=self.clock_error_ms)  # fmt: skip
@@ -428,7 +431,8 @@ class Gateway:
         show = conn.show
         assert show is not None
         started = time.perf_counter()
-        if self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW):
+        edge_checked = self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW)
+        if edge_checked:
             try:
                 reply = self._edge_refusal(show, cmd)
             except ValidationError as exc:
@@ -442,6 +446,13 @@ class Gateway:
                 return
         try:
             async with self._command_slots:
+                # The view may have learnt the answer while this attempt waited for a slot
+                # (the drop sold out meanwhile): the waiting burst is then answered here.
+                late = self._edge_reply(show, cmd) if edge_checked else None
+                if late is not None:
+                    self.metrics.count_command(cmd.op, late.get("reason") or "refused")
+                    conn.send(late)
+                    return
                 outcome = await self._run_command(show, cmd)
             # The fsync wait of an order holds no store slot: one WAITAOF round covers every
             # order of a burst, and the next attempts reach the store meanwhile.

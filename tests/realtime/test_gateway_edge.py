@@ -288,3 +288,31 @@ async def test_orders_are_still_told_durable(gw: Running, inv: Inventory) -> Non
         assert hold["ok"] and "durable" not in hold
         confirmed = await alice.confirm(hold["hold"]["id"], "pay", request_id="a3")
         assert confirmed["ok"] and confirmed["durable"] is True, confirmed
+
+
+async def test_attempts_waiting_for_the_store_when_it_sells_out_are_answered_at_the_edge(
+    gw: Running, inv: Inventory, redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    await inv.create_drop("s1", drop("d1", quantity=1))
+    slots = gw.gateway._command_slots
+    taken = 0
+    while not slots.locked():  # every store slot busy: new attempts wait (the burst's queue)
+        await slots.acquire()
+        taken += 1
+    try:
+        async with Client(gw.url, "s1", token=token("bob")) as bob:
+            attempt = asyncio.create_task(bob.buy_now("d1", 1, "pay", request_id="b1"))
+            while not slots._waiters:  # noqa: ASYNC110 - yields until bob waits for a slot
+                await asyncio.sleep(0)
+            assert (await inv.buy_now("s1", "d1", "alice", 1, "a1", "pay")).ok  # sold out
+            await until(bob, "drop_closed", id="d1")
+            await edge_settled(gw)
+            for _ in range(taken):
+                slots.release()
+            taken = 0
+            reply = await attempt
+            assert reply["reason"] == "sold_out"
+            assert not await recorded(redis, keyspace, "bob", "b1")  # never reached the store
+    finally:
+        for _ in range(taken):
+            slots.release()
