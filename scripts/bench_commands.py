@@ -338,6 +338,12 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma list: direct,gateway")
     parser.add_argument("--profile", help="py-spy raw profile of the gateway's first op here")
     parser.add_argument(
+        "--before-src",
+        default="",
+        help="with --scenarios: run the 'before' gateway from this source tree "
+        "(e.g. `git archive main | tar -x -C DIR`) instead of edge refusals off",
+    )
+    parser.add_argument(
         "--scenarios",
         default="",
         help=f"comma list of {','.join(SCENARIOS)}: CPU per attempt, before/after",
@@ -428,6 +434,8 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
     try:
         asyncio.run(create_drops(valkey.url, prefix, []))
         for variant, env in VARIANTS.items():
+            if variant == "before" and args.before_src:
+                env = {**env, "PYTHONPATH": str(Path(args.before_src).resolve())}
             port = free_port()
             proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env)
             gateways[variant] = (proc, port)
@@ -491,6 +499,7 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
+        "before": args.before_src or "this tree, LIVECOMMERCE_EDGE_REFUSALS=false",
         "results": results,
     }  # fmt: skip
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

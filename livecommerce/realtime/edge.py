@@ -63,6 +63,8 @@ class DropState:
     """Viewers with a sale or a hold in this drop (closed drops only; None = not loaded)."""
     loading: bool = False
     """A buyer load is under way."""
+    refusal: Refusal | None = None
+    """The closed drop's refusal, built once."""
 
 
 @dataclass
@@ -119,6 +121,7 @@ class EdgeView:
         if changed:
             current.generation += 1
             current.buyers = None
+            current.refusal = None
             current.loading = False
         if state == "closed" and current.buyers is None and not current.loading:
             current.loading = True
@@ -164,9 +167,12 @@ class EdgeView:
         if current.state == "closed":
             if current.buyers is None or viewer in current.buyers:
                 return None  # may be a retry of a request that succeeded: the store replays it
-            if current.reason == "sold_out":
-                return Refusal(Reason.SOLD_OUT, {})
-            return Refusal(Reason.CLOSED, {"closed_reason": current.reason})
+            if current.refusal is None:
+                current.refusal = (
+                    Refusal(Reason.SOLD_OUT, {}) if current.reason == "sold_out"
+                    else Refusal(Reason.CLOSED, {"closed_reason": current.reason})
+                )  # fmt: skip
+            return current.refusal
         early = now_ms + uncertainty_ms + CLOCK_MARGIN_MS < current.opens_at
         if current.state == "scheduled" and early:
             return Refusal(Reason.NOT_OPEN, {"opens_at": current.opens_at})
