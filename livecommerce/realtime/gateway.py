@@ -307,7 +307,9 @@ class Gateway:
                             "drop": drop["id"], "remaining": drop["remaining"],
                             "held": drop["held"], "sold": drop["sold"]}})  # fmt: skip
                 conn.outbox.release(events[-1]["id"] if events else join.last_event_id)
-                self._observe_drops(show, drops, self.server_time_ms())
+                # No server time of that read: it only fills in drops the view does not know,
+                # never overrides an event (which may be newer than the read).
+                self._observe_drops(show, drops, 0)
                 return True
             self.metrics.resumes.labels("gap").inc()
         snapshot = await self._snapshot(show)
