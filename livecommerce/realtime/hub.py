@@ -62,6 +62,8 @@ class Hub:
         self._lock = asyncio.Lock()
         self.on_lost: Callable[[], None] | None = None
         self.on_event: Callable[[str, str, Any, int], None] | None = None
+        self.on_line: Callable[[str, Any], None] | None = None
+        """Called with (show, data) for each waiting-line progress message (not fanned out)."""
         """Called with (show, type, data, ts) for every durable event (the gateway's edge view)."""
 
     async def start(self) -> None:
@@ -134,6 +136,10 @@ class Hub:
             log.warning("undecodable message on show %s", show)
             return
         data = message.get("data")
+        if kind == "line":
+            if self.on_line is not None:
+                self.on_line(show, data)
+            return
         if kind == "stock":
             if isinstance(data, dict) and isinstance(data.get("drop"), str):
                 self._stock(topic, data, int(message.get("ts") or 0))

@@ -69,6 +69,18 @@ class GatewayMetrics:
             buckets=SELL_OUT_BUCKETS, registry=registry,
         )  # fmt: skip
         self._edge_counts: dict[str, Any] = {}
+        self.line_waiting = Gauge(
+            "livecommerce_line_waiting", "Attempts waiting in a drop's line in this process.",
+            ["show", "drop"], registry=registry,
+        )  # fmt: skip
+        self.line_seconds = Histogram(
+            "livecommerce_line_seconds", "Time an attempt waited in its drop's line.",
+            buckets=SELL_OUT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.line_busy = Counter(
+            "livecommerce_line_busy", "Attempts refused busy: their drop's line was full.",
+            registry=registry,
+        )  # fmt: skip
 
     def count_edge(self, reason: str) -> None:
         child = self._edge_counts.get(reason)

@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     AUTH_FAILED = "auth_failed"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    BUSY = "busy"
 
 
 class Op(StrEnum):

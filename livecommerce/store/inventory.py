@@ -376,6 +376,19 @@ class Inventory:
                 found.add(viewer)
         return found
 
+    # -- the waiting line (realtime/line.py) -------------------------------------------------
+    async def take_tickets(self, show: str, drop: str, n: int) -> tuple[int, int]:
+        """``n`` consecutive tickets of the drop's line: (last ticket, tickets answered so far)."""
+        last, done = await self.runner.call("line_ticket", [self.keys.line(show, drop)], [n])
+        return int(last), int(done)
+
+    async def tickets_done(self, show: str, drop: str, n: int) -> int:
+        """Count ``n`` tickets as answered; every gateway hears how far the line moved."""
+        raw = await self.runner.call(
+            "line_done", [self.keys.line(show, drop)], [self.keys.channel(show), drop, n]
+        )
+        return int(raw)
+
     async def _reserve(
         self, mode: str, show: str, drop: str, viewer: str, quantity: int, request_id: str,
         currency: str | None, payment_reference: str, wait_durable: bool = True,

@@ -15,6 +15,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:drop:<d>:held        hash    viewer -> units currently held
     B:drop:<d>:bought      hash    viewer -> units bought
     B:drop:<d>:orders      hash    order id -> units, every confirmed order of the drop
+    B:drop:<d>:line        hash    the drop's waiting line: "next" ticket taken, "done" answered
     B:req:<viewer>:<rid>   string  first result of a request id (idempotency), expires
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
@@ -100,6 +101,10 @@ class Keyspace:
 
     def viewers(self, show: str) -> str:
         return f"{self.base(show)}:viewers"
+
+    def line(self, show: str, drop: str) -> str:
+        """The drop's waiting line counters (realtime/line.py)."""
+        return f"{self.base(show)}:drop:{drop}:line"
 
     def request(self, show: str, viewer: str, request_id: str) -> str:
         return f"{self.base(show)}:req:{viewer}:{request_id}"

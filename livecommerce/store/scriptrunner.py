@@ -36,8 +36,10 @@ SCRIPT_NAMES = (
     "hold_cancel",
     "holds_reap",
     "show_update",
+    "line_ticket",
+    "line_done",
 )
-_STANDALONE = {"show_update"}
+_STANDALONE = {"show_update", "line_ticket", "line_done"}
 LUA_DIR = Path(__file__).with_name("lua")
 """Every Lua script of the project (the reference sink's included)."""
 

@@ -95,11 +95,14 @@ def show_stats(
     viewers: int | None,
     now: int,
     closed_at: dict[str, int] | None = None,
+    in_line: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Dashboard numbers: stock per drop from the drops, sales from the scripts' counters.
 
     ``sell_out_ms`` per drop: from its opening to its closing because it sold out (None for a
     drop that did not sell out); ``closed_at`` holds each drop's closing time (server ms).
+    ``in_line`` per drop: attempts that took a ticket of its waiting line and are not answered
+    yet (waiting, or at the store).
     """
     show_counters, drop_counters = sales
     drop_stats = []
@@ -113,6 +116,7 @@ def show_stats(
                                  "currency", "prices")},
             **per_drop.public(viewers),
             "sell_out_ms": ended - d["opens_at"] if sold_out else None,
+            "in_line": (in_line or {}).get(d["id"], 0),
         })  # fmt: skip
     return {
         "show": show,
@@ -153,22 +157,30 @@ async def stats_of(services: Services, show: str) -> dict[str, Any]:
     drops = await services.inventory.list_drops(show)
     sales = await services.inventory.sales(show)
     now = await services.inventory.server_time_ms()
-    closed = await closed_at(services, show, [d["id"] for d in drops])
-    return show_stats(show, drops, sales, await viewer_count(services, show, now), now, closed)
+    closed, lines = await burst_figures(services, show, [d["id"] for d in drops])
+    viewers = await viewer_count(services, show, now)
+    return show_stats(show, drops, sales, viewers, now, closed, lines)
 
 
-async def closed_at(services: Services, show: str, drops: list[str]) -> dict[str, int]:
-    """Each drop's last closing time (server ms; 0 = never closed)."""
+async def burst_figures(services: Services, show: str,
+                        drops: list[str]) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
+    """Each drop's last closing time (server ms; 0 = never closed) and its line's length."""
     if not drops:
-        return {}
+        return {}, {}
     pipe = services.redis.pipeline(transaction=False)
     for drop in drops:
         pipe.hget(services.keys.drop(show, drop).drop, "closed_at")
+        pipe.hmget(services.keys.line(show, drop), ["next", "done"])
     try:
         raws: Any = await pipe.execute()
     except RedisError as exc:
         raise StoreError(f"redis: {exc}") from exc
-    return {d: int(raw or 0) for d, raw in zip(drops, raws, strict=True)}
+    closed, lines = {}, {}
+    for i, drop in enumerate(drops):
+        closed[drop] = int(raws[2 * i] or 0)
+        taken, done = (int(x or 0) for x in raws[2 * i + 1])
+        lines[drop] = max(0, taken - done)
+    return closed, lines
 
 
 async def get_show_stats(request: Request, ctx: Ctx) -> Response:

@@ -403,6 +403,10 @@ async def test_stats_sell_out_time(api: httpx.AsyncClient, server: Running) -> N
     raw = await server.services.redis.hget(server.services.keys.drop("s1", "d1").drop, "closed_at")
     assert d1["sell_out_ms"] == int(raw) - d1["opens_at"] >= 0
     assert d2["sell_out_ms"] is None
+    assert d1["in_line"] == d2["in_line"] == 0  # nobody waits
+    await server.services.inventory.take_tickets("s1", "d2", 3)  # three attempts in line
+    stats = (await api.get("/shows/s1/stats")).json()
+    assert [d["in_line"] for d in stats["drops"] if d["id"] == "d2"] == [3]
     await api.post("/shows/s1/drops/d2/close")
     stats = (await api.get("/shows/s1/stats")).json()
     assert [d["sell_out_ms"] for d in stats["drops"] if d["id"] == "d2"] == [None]  # host close
