@@ -57,7 +57,7 @@ JOIN_TIMEOUT_S = 10.0
 VIEWERS_INTERVAL_S = 1.0
 VIEWERS_STALE_MS = 5_000
 SNAPSHOT_ATTEMPTS = 5
-LINE_TICK_S = 0.25
+LINE_TICK_S = 0.5
 """How often waiting viewers hear their new position (when it moved) and stalls are looked at."""
 MAX_BUFFERED = 16
 """Frames kept from a viewer while its attempt waits in line (read to see it disconnect)."""

@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+UPDATE_BUDGET = 500
+"""Position updates sent per drop and tick at most: a 10k line must not cost 10k frames a tick."""
 MIN_RETRY_MS = 500
 MAX_RETRY_MS = 30_000
 
@@ -97,7 +99,7 @@ class DropLine:
         tickets. Take the tickets ahead of the first waiter as answered."""
         if not self.waiting or now - self.moved_at < stall_s:
             return []
-        self.done = max(self.done, self.waiting[0].ticket - self.window)
+        self.done = max(self.done, self.waiting[0].ticket - 1)
         self.moved_at = now
         return self._admit()
 
@@ -112,14 +114,17 @@ class DropLine:
         waiting, self.waiting = self.waiting, []
         return waiting
 
-    def updates(self) -> list[tuple[Waiter, int]]:
-        """Waiters whose position moved materially (10%, at least one place) since told."""
+    def updates(self, budget: int = UPDATE_BUDGET) -> list[tuple[Waiter, int]]:
+        """Waiters whose position moved materially (a fifth, at least one place) since told,
+        front of the line first, at most ``budget`` of them (each is a frame to send)."""
         out = []
         for waiter in self.waiting:
             position = self.position(waiter.ticket)
-            if position <= waiter.told - max(1, waiter.told // 10):
+            if position <= waiter.told - max(1, waiter.told // 5):
                 waiter.told = position
                 out.append((waiter, position))
+                if len(out) >= budget:
+                    break
         return out
 
     def retry_after_ms(self) -> int:
@@ -145,13 +150,14 @@ class Batcher:
         self._call = call
         self._pending: dict[Hashable, list[asyncio.Future[tuple[Any, int, int]]]] = {}
         self._running: set[Hashable] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The drain tasks: the loop keeps only weak references to tasks, and a collected one
+        would leave its batch waiting forever."""
 
     async def take(self, key: Hashable) -> tuple[Any, int, int]:
         future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(future)
-        if key not in self._running:
-            self._running.add(key)
-            asyncio.get_running_loop().create_task(self._drain(key))
+        self._start(key)
         return await future
 
     def add(self, key: Hashable) -> None:
@@ -159,9 +165,15 @@ class Batcher:
         future: asyncio.Future[tuple[Any, int, int]] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending.setdefault(key, []).append(future)
-        if key not in self._running:
-            self._running.add(key)
-            asyncio.get_running_loop().create_task(self._drain(key))
+        self._start(key)
+
+    def _start(self, key: Hashable) -> None:
+        if key in self._running:
+            return
+        self._running.add(key)
+        task = asyncio.get_running_loop().create_task(self._drain(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self, key: Hashable) -> None:
         try:

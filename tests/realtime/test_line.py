@@ -37,12 +37,22 @@ def test_positions_are_told_again_only_when_they_moved_materially() -> None:
     line.moved(0, 1.0)
     (w,) = waiters(line, 101)
     assert w.told == 100
-    line.moved(5, 2.0)  # 100 -> 95: not a tenth yet
+    line.moved(15, 2.0)  # 100 -> 85: not a fifth yet
     assert line.updates() == []
-    line.moved(10, 3.0)  # 90
-    assert line.updates() == [(w, 90)] and line.updates() == []
+    line.moved(20, 3.0)  # 80
+    assert line.updates() == [(w, 80)] and line.updates() == []
     line.moved(99, 4.0)  # 1
     assert line.updates() == [(w, 1)]
+
+
+def test_position_updates_are_bounded_per_tick_front_first() -> None:
+    line = DropLine(window=1, size=10_000)
+    line.moved(0, 1.0)
+    everyone = waiters(line, *range(2, 5002))
+    assert len(line.moved(4000, 2.0)) == 4000  # tickets up to 4001 go; 1000 still wait
+    first = line.updates(budget=100)
+    assert [w for w, _ in first] == everyone[4000:4100]
+    assert len(line.updates(budget=10_000)) == 900
 
 
 def test_leave_and_full() -> None:
@@ -58,10 +68,10 @@ def test_leave_and_full() -> None:
 def test_a_stalled_line_skips_the_missing_tickets() -> None:
     line = DropLine(window=2, size=10)
     line.moved(0, 1.0)
-    (w,) = waiters(line, 40)  # tickets 1..39 were taken by a process that died
+    w40, w41, w42 = waiters(line, 40, 41, 42)  # 1..39 were taken by a process that died
     assert line.stalled(2.0, stall_s=5.0) == []
-    assert line.stalled(6.0, stall_s=5.0) == [w]
-    assert line.done == 38
+    assert line.stalled(6.0, stall_s=5.0) == [w40, w41]  # a whole window goes again
+    assert line.done == 39 and line.waiting == [w42]
 
 
 def test_retry_after_follows_the_lines_pace() -> None:
