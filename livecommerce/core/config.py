@@ -183,7 +183,7 @@ class GatewaySettings:
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
     edge_refusals: bool = True
     """LIVECOMMERCE_EDGE_REFUSALS: answer certain refusals in the gateway (docs/protocol.md)."""
-    line_in_flight: int = 1024
+    line_in_flight: int = 0
     """LIVECOMMERCE_LINE_IN_FLIGHT: attempts per drop at the store at once; 0 = no waiting line."""
     line_size: int = 10_000
     """LIVECOMMERCE_LINE_SIZE: attempts per drop waiting in one process's line before `busy`."""
@@ -289,7 +289,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
         stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
         edge_refusals=env.flag("EDGE_REFUSALS", True),
-        line_in_flight=env.integer("LINE_IN_FLIGHT", 1024, minimum=0, maximum=1_000_000),
+        line_in_flight=env.integer("LINE_IN_FLIGHT", 0, minimum=0, maximum=1_000_000),
         line_size=env.integer("LINE_SIZE", 10_000, minimum=1, maximum=10_000_000),
         line_stall_s=env.number("LINE_STALL", 2.0, minimum=0.05, maximum=3600),
         drain_s=env.number("DRAIN_SECONDS", 10.0, minimum=0, maximum=600),

@@ -623,12 +623,15 @@ class Gateway:
         line = self._lines.get((show, drop))
         if line is None:
             return
-        for waiter in list(line.waiting):
+        kept = []
+        for waiter in line.take_all():  # one pass: a 10k line is flushed in O(n)
             _, cmd, verdict = waiter.payload
             reply = self._edge_reply(show, cmd)
             if reply is not None and not verdict.done():
-                line.leave(waiter)
                 verdict.set_result(reply)
+            else:
+                kept.append(waiter)
+        line.waiting = kept
 
     async def _line_ticks(self) -> None:
         while not self._stop.is_set():
