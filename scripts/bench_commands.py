@@ -10,7 +10,13 @@ same run, for each op (``buy_now``, ``reserve``):
   its next command as soon as the reply to the previous one arrives.
 
 ``ratio`` is gateway commands/s over direct commands/s: what the WebSocket path (receive, decode,
-validate, rate-limit, reply, metrics) costs on top of the store. Latency is per command, from the
+validate, rate-limit, reply, metrics) costs on top of the store.
+
+``--scenarios sale,edge_refusal,store_refusal`` instead measures the gateway's CPU per buy attempt
+(``server_cpu_us_per_command``) for a sale (``buy_now`` on an open drop), an edge refusal
+(``buy_now`` on a sold-out drop) and a store refusal (``buy_now`` over the viewer's limit, which
+only the store knows), each against two gateways in the same run: ``before`` (edge refusals off,
+``LIVECOMMERCE_EDGE_REFUSALS=false``) and ``after`` (the default). Latency is per command, from the
 send (or the call) to its reply. The per-connection rate limit is lifted for the run (it still
 runs; it just never says no). ``--profile FILE`` records the gateway with py-spy (raw format) if
 py-spy is on PATH or in the venv::
@@ -39,6 +45,8 @@ from typing import Any
 SECRET = "bench-secret-0123456789abcdef0123"
 SHOW = "bench"
 OPS = ("buy_now", "reserve")
+SCENARIOS = ("sale", "edge_refusal", "store_refusal")
+VARIANTS = {"before": {"LIVECOMMERCE_EDGE_REFUSALS": "false"}, "after": {}}
 
 
 def raise_fd_limit() -> None:
@@ -88,6 +96,37 @@ async def create_drops(redis_url: str, prefix: str, drops: list[str]) -> None:
             spec = DropSpec(id=drop, sku=drop, title=drop, quantity=MAX_STOCK,
                             limit=MAX_QUANTITY, prices={"EUR": 100})  # fmt: skip
             await inv.create_drop(SHOW, spec)
+    finally:
+        await client.aclose()
+
+
+async def create_scenario_drop(redis_url: str, prefix: str, scenario: str, drop: str,
+                               viewers: int) -> None:  # fmt: skip
+    """``edge_refusal``: a drop sold out (closed) before the viewers join; ``store_refusal``: an
+    open drop with limit 1 that each viewer ``v0..`` has already bought once."""
+    import redis.asyncio as aioredis
+
+    from livecommerce.core import config
+    from livecommerce.core.model import MAX_STOCK, DropSpec
+    from livecommerce.store.inventory import Inventory
+    from livecommerce.store.keys import Keyspace
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        inv = Inventory(client, Keyspace(prefix), config.load({"LIVECOMMERCE_KEY_PREFIX": prefix}))
+        await inv.load()
+        quantity = 1 if scenario == "edge_refusal" else MAX_STOCK
+        spec = DropSpec(id=drop, sku=drop, title=drop, quantity=quantity, limit=1,
+                        prices={"EUR": 100})  # fmt: skip
+        await inv.create_drop(SHOW, spec)
+        if scenario == "edge_refusal":
+            assert (await inv.buy_now(SHOW, drop, "setup", 1, f"setup-{drop}", "bench")).ok
+        else:
+            outs = await asyncio.gather(*(
+                inv.buy_now(SHOW, drop, f"v{v}", 1, f"setup-{drop}", "bench")
+                for v in range(viewers)
+            ))  # fmt: skip
+            assert all(o.ok for o in outs)
     finally:
         await client.aclose()
 
@@ -256,9 +295,10 @@ def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, 
 
 
 def start_gateway(
-    redis_url: str, prefix: str, port: int, log_path: Path
+    redis_url: str, prefix: str, port: int, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LIVECOMMERCE_REDIS_URL": redis_url, "LIVECOMMERCE_KEY_PREFIX": prefix,
+    env = {**os.environ, **(extra_env or {}),
+           "LIVECOMMERCE_REDIS_URL": redis_url, "LIVECOMMERCE_KEY_PREFIX": prefix,
            "LIVECOMMERCE_TOKEN_SECRET": SECRET, "LIVECOMMERCE_DEMO": "false",
            "LIVECOMMERCE_LOG_LEVEL": "warning", "LIVECOMMERCE_RATE": "100000",
            "LIVECOMMERCE_RATE_BURST": "100000"}  # fmt: skip
@@ -297,8 +337,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="alternate direct/gateway N times")
     parser.add_argument("--skip", default="", help="comma list: direct,gateway")
     parser.add_argument("--profile", help="py-spy raw profile of the gateway's first op here")
+    parser.add_argument(
+        "--before-src",
+        default="",
+        help="with --scenarios: run the 'before' gateway from this source tree "
+        "(e.g. `git archive main | tar -x -C DIR`) instead of edge refusals off",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help=f"comma list of {','.join(SCENARIOS)}: CPU per attempt, before/after",
+    )
     args = parser.parse_args()
     raise_fd_limit()
+    if args.scenarios:
+        return scenarios_main(args, [s for s in args.scenarios.split(",") if s])
     from livecommerce.store.embedded import EmbeddedValkey, free_port
 
     skip = set(args.skip.split(","))
@@ -361,6 +414,94 @@ def main() -> int:
         "seconds": args.seconds,
         "results": results,
     }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
+    """Gateway CPU per attempt for each scenario, on a ``before`` and an ``after`` gateway."""
+    from livecommerce.store.embedded import EmbeddedValkey, free_port
+
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-commands-"))
+    valkey = EmbeddedValkey(tmp / "valkey").start()
+    prefix = f"bc{os.getpid()}"
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    results: dict[str, Any] = {}
+    log = lambda m: print(f"bench: {m} ...", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        asyncio.run(create_drops(valkey.url, prefix, []))
+        for variant, env in VARIANTS.items():
+            if variant == "before" and args.before_src:
+                env = {**env, "PYTHONPATH": str(Path(args.before_src).resolve())}
+            port = free_port()
+            proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env)
+            gateways[variant] = (proc, port)
+        for proc, port in gateways.values():
+            wait_ready(port, proc)
+        for scenario in scenarios:
+            rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+            for r in range(args.rounds):
+                for variant, (proc, port) in gateways.items():
+                    drop = f"{scenario}-{variant}-{r}"
+                    if scenario == "sale":
+                        asyncio.run(create_drops(valkey.url, prefix, [drop]))
+                    else:
+                        asyncio.run(create_scenario_drop(valkey.url, prefix, scenario, drop,
+                                                         args.connections))  # fmt: skip
+                    log(f"{scenario} {variant}, round {r + 1}")
+                    spy = None
+                    py_spy = find_py_spy()
+                    if args.profile and r == 0 and py_spy:
+                        spy = subprocess.Popen(
+                            [py_spy, "record", "--pid", str(proc.pid), "--format", "raw",
+                             "--rate", "250", "--duration", str(int(args.seconds + args.warmup)),
+                             "--output", f"{args.profile}-{scenario}-{variant}.txt",
+                             "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    rows[variant].append(gateway_run(
+                        f"ws://127.0.0.1:{port}/ws", "buy_now", drop, args.connections,
+                        args.client_processes, args.seconds, args.warmup, f"{variant}{r}",
+                        proc.pid,
+                    ))  # fmt: skip
+                    if spy is not None:
+                        spy.wait(60)
+            out: dict[str, Any] = {}
+            for variant, runs in rows.items():
+                out[variant] = {
+                    "server_cpu_us_per_command": statistics.median(
+                        r["server_cpu_us_per_command"] for r in runs),
+                    "commands_per_s": statistics.median(r["commands_per_s"] for r in runs),
+                    "latency_ms_p50": statistics.median(r["latency_ms"].get("p50", 0.0)
+                                                        for r in runs),
+                    "refused": sum(r["refused"] for r in runs),
+                    "rounds": runs,
+                }  # fmt: skip
+            before = out["before"]["server_cpu_us_per_command"]
+            if before:
+                out["cpu_ratio_after_over_before"] = round(
+                    out["after"]["server_cpu_us_per_command"] / before, 3)  # fmt: skip
+            results[scenario] = out
+    finally:
+        for proc, _ in gateways.values():
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+            if proc.poll() is None:
+                proc.kill()
+        valkey.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    import orjson
+
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
+        "before": args.before_src or "this tree, LIVECOMMERCE_EDGE_REFUSALS=false",
+        "results": results,
+    }  # fmt: skip
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0
 

@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="server processes with --local [LC_SERVER_WORKERS]",
     )
     where.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --local: a LIVECOMMERCE_* setting for the servers (repeatable), e.g. "
+        "LIVECOMMERCE_EDGE_REFUSALS=false to measure without edge refusals",
+    )
+    where.add_argument(
         "--url", default=env("LC_URL", "http://127.0.0.1:8000"), help="server base URL [LC_URL]"
     )
     where.add_argument("--host-key", default=env("LC_HOST_KEY"), help="lch_... [LC_HOST_KEY]")
@@ -433,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.local:
         stack_dir = Path(tempfile.mkdtemp(prefix="spike-stack-", dir=args.out))
         print(f"starting a local stack in {stack_dir} ({args.workers} server worker(s))")
+        server_env = dict(item.partition("=")[::2] for item in args.server_env)
         stack = LocalStack(
-            stack_dir, workers=args.workers, env=bots.stack_env(args, plan.limit)
-        ).start()
+            stack_dir, workers=args.workers,
+            env={**bots.stack_env(args, plan.limit), **server_env},
+        ).start()  # fmt: skip
         args.host_key, args.token_secret = stack.host_key, stack.token_secret
         args.redis_url, args.key_prefix, url = stack.redis_url, stack.key_prefix, stack.url
     else:

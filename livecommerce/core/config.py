@@ -190,6 +190,14 @@ class GatewaySettings:
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
     chat_interval_s: float = 0.25
     """LIVECOMMERCE_CHAT_INTERVAL: min seconds between chat batches (chat, reactions) per show."""
+    edge_refusals: bool = True
+    """LIVECOMMERCE_EDGE_REFUSALS: answer certain refusals in the gateway (docs/protocol.md)."""
+    line_in_flight: int = 0
+    """LIVECOMMERCE_LINE_IN_FLIGHT: attempts per drop at the store at once; 0 = no waiting line."""
+    line_size: int = 10_000
+    """LIVECOMMERCE_LINE_SIZE: attempts per drop waiting in one process's line before `busy`."""
+    line_stall_s: float = 2.0
+    """LIVECOMMERCE_LINE_STALL: seconds without progress before a line skips lost tickets."""
     drain_s: float = 10.0
     """LIVECOMMERCE_DRAIN_SECONDS: bounded wait for viewers to go on shutdown."""
     workers: int = 1
@@ -332,6 +340,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
         stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
         chat_interval_s=env.number("CHAT_INTERVAL", 0.25, minimum=0.0, maximum=10),
+        edge_refusals=env.flag("EDGE_REFUSALS", True),
+        line_in_flight=env.integer("LINE_IN_FLIGHT", 0, minimum=0, maximum=1_000_000),
+        line_size=env.integer("LINE_SIZE", 10_000, minimum=1, maximum=10_000_000),
+        line_stall_s=env.number("LINE_STALL", 2.0, minimum=0.05, maximum=3600),
         drain_s=env.number("DRAIN_SECONDS", 10.0, minimum=0, maximum=600),
         workers=env.integer("WORKERS", 1, minimum=1, maximum=256),
         log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),

@@ -53,6 +53,7 @@ PLACES: dict[str, str] = {
     "drop.seq": "same key as the show's seq hash",
     "xfers": "no: stock transfer id -> applied or its refusal",
     "returns": "no: settlement id -> units returned / sold, per drop",
+    "line": "no: a drop's waiting-line counters (tickets taken, answered)",
     # per SKU stock pool (SkuKeys)
     "sku": "not a key (the SKU's keys, below)",
     "sku.pool": "no: the pool's ledger (on hand, allocated, sold)",

@@ -19,6 +19,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,13 +28,15 @@ from redis.exceptions import RedisError, ResponseError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.core.errors import StoreError, ValidationError
-from livecommerce.core.model import Outcome, drop_view
+from livecommerce.core.model import Outcome, drop_view, valid_id
 from livecommerce.realtime.admission import Admission
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.chat import Moderate, Post, React
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.realtime.edge import EdgeView
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
+from livecommerce.realtime.line import Batcher, DropLine, Waiter
 from livecommerce.realtime.metrics import GatewayMetrics
 from livecommerce.realtime.outbox import Outbox
 from livecommerce.realtime.protocol import (
@@ -58,6 +62,10 @@ JOIN_TIMEOUT_S = 10.0
 VIEWERS_INTERVAL_S = 1.0
 VIEWERS_STALE_MS = 5_000
 SNAPSHOT_ATTEMPTS = 5
+LINE_TICK_S = 0.5
+"""How often waiting viewers hear their new position (when it moved) and stalls are looked at."""
+MAX_BUFFERED = 16
+"""Frames kept from a viewer while its attempt waits in line (read to see it disconnect)."""
 JOIN_CONCURRENCY = 64
 COMMAND_CONCURRENCY = 160
 """Redis work in flight at once for joins and for commands: a burst of thousands of viewers
@@ -77,8 +85,10 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 class Connection:
     __slots__ = (
         "address",
+        "buffered",
         "closing",
         "encoding",
+        "next_receive",
         "outbox",
         "session",
         "show",
@@ -98,6 +108,17 @@ class Connection:
         """The client address limits and blocks apply to (realtime.admission)."""
         self.viewer = ""
         """The viewer id counted against the per-viewer connection limit, once joined."""
+        self.buffered: deque[MutableMapping[str, Any]] = deque()
+        """Frames received while an attempt waited in line, not yet handled."""
+        self.next_receive: asyncio.Future[MutableMapping[str, Any]] | None = None
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        if self.buffered:
+            return self.buffered.popleft()
+        if self.next_receive is not None:
+            pending, self.next_receive = self.next_receive, None
+            return await pending
+        return await self.websocket.receive()
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.push(Frame(message))
@@ -115,6 +136,12 @@ class Gateway:
             batch_interval_s=self.settings.chat_interval_s,
         )
         self.hub.on_lost = self._on_lost
+        self.edge = EdgeView(enabled=self.settings.edge_refusals)
+        self.hub.on_event = self._on_event
+        self.hub.on_line = self._on_line
+        self._lines: dict[tuple[str, str], DropLine] = {}
+        self._tickets = Batcher(self._take_tickets)
+        self._answered = Batcher(self._tickets_done)
         self.process_id = uuid.uuid4().hex[:12]
         self.connections: set[Connection] = set()
         self._empty = asyncio.Event()
@@ -126,6 +153,8 @@ class Gateway:
         self._command_slots = asyncio.Semaphore(COMMAND_CONCURRENCY)
         self.clock_offset_ms = 0.0
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
+        self.clock_error_ms = float("inf")
+        """How far off ``clock_offset_ms`` may be: half the round trip that measured it."""
         secret = self.settings.token_secret
         self._secret = secret.reveal() if secret is not None else None
         self.engagement = Engagement(services, self.hub, self.server_time_ms,
@@ -140,6 +169,8 @@ class Gateway:
         await self._refresh_clock()
         self._spawn(self._count_viewers(), "viewer-count")
         self._spawn(self.engagement.run(self._stop), "reactions")
+        if self.settings.line_in_flight:
+            self._spawn(self._line_ticks(), "line-ticks")
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - the app's interface
         """Close every viewer with 4000 (reconnect) and wait, bounded, for them to go."""
@@ -247,9 +278,13 @@ class Gateway:
         if conn.viewer:
             self.admission.guard.part(conn.viewer)
             conn.viewer = ""
+        if conn.next_receive is not None:
+            conn.next_receive.cancel()
         if conn.show is not None:
             with contextlib.suppress(Exception):
                 await self.hub.leave(conn.show, conn.outbox)
+            if conn.show not in self.hub.topics:
+                self.edge.forget(conn.show)  # no longer subscribed: the view would go stale
         await conn.outbox.aclose()
         self.connections.discard(conn)
         self.metrics.connections.labels(str(conn.encoding)).dec()
@@ -266,7 +301,7 @@ class Gateway:
                     await self._close(conn, CloseCode.JOIN_TIMEOUT, "join_timeout")
                     return
             else:
-                message = await websocket.receive()
+                message = await conn.receive()
             if message["type"] == "websocket.disconnect":
                 return
             payload = message.get("text")
@@ -304,6 +339,7 @@ class Gateway:
 
     def _on_lost(self) -> None:
         """The pub/sub link broke: events may have been missed, so every viewer resumes."""
+        self.edge.clear()
         for conn in list(self.connections):
             if conn.show is not None:
                 self._spawn(self._close(conn, CloseCode.RECONNECT, "reconnect"), "close")
@@ -353,6 +389,9 @@ class Gateway:
                             "drop": drop["id"], "remaining": drop["remaining"],
                             "held": drop["held"], "sold": drop["sold"]}})  # fmt: skip
                 conn.outbox.release(events[-1]["id"] if events else join.last_event_id)
+                # No server time of that read: it only fills in drops the view does not know,
+                # never overrides an event (which may be newer than the read).
+                self._observe_drops(show, drops, 0)
                 return True
             self.metrics.resumes.labels("gap").inc()
         snapshot = await self._snapshot(show)
@@ -366,6 +405,7 @@ class Gateway:
         )
         conn.send(snapshot)
         conn.outbox.release(snapshot["last_event_id"])
+        self._observe_drops(show, snapshot["drops"], snapshot["server_time"])
         return True
 
     async def _snapshot(self, show: str) -> dict[str, Any]:
@@ -426,15 +466,99 @@ class Gateway:
         drops = [drop_view(raw) for raw in drop_raws if isinstance(raw, dict) and raw]
         return events, drops
 
+    # -- edge view ----------------------------------------------------------------------------
+    def _on_event(self, show: str, kind: str, data: Any, ts: int) -> None:
+        load = self.edge.observe(show, kind, data, ts)
+        if load is not None:
+            self._spawn(self._load_buyers(show, *load), "edge-buyers")
+        if kind == "sold_out" and isinstance(data, dict):
+            opened = data.get("opens_at")
+            if isinstance(opened, int) and 0 < opened <= ts:
+                self.metrics.sell_out_seconds.observe((ts - opened) / 1000)
+
+    def _observe_drops(self, show: str, drops: list[dict[str, Any]], ts: int) -> None:
+        for drop, generation in self.edge.observe_drops(show, drops, ts):
+            self._spawn(self._load_buyers(show, drop, generation), "edge-buyers")
+
+    async def _load_buyers(self, show: str, drop: str, generation: int) -> None:
+        try:
+            buyers = await self.services.inventory.buyers(show, drop)
+        except (StoreError, RedisError, OSError) as exc:
+            log.warning("edge view: buyers of %s/%s not loaded: %s", show, drop, exc)
+            self.edge.load_failed(show, drop, generation)
+            return
+        if self.edge.set_buyers(show, drop, generation, buyers):
+            self._flush_line(show, drop)
+
+    def _edge_refusal(self, show: str, cmd: Command) -> dict[str, Any] | None:
+        """The store's certain answer to a reserve/buy_now, given here (docs/protocol.md, "Edge
+        refusals"), or None to ask the store. Raises ValidationError as the store would."""
+        early = self.services.inventory.check_buy(
+            show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id, cmd.currency,
+            cmd.payment_reference,
+        )  # fmt: skip
+        if early is not None:  # answered without Redis by the store's own checks
+            return result_message(cmd, early)
+        return self._edge_reply(show, cmd)
+
+    def _edge_reply(self, show: str, cmd: Command) -> dict[str, Any] | None:
+        now = self.server_time_ms()
+        refusal = self.edge.refusal(show, cmd.drop, cmd.viewer, now_ms=now,
+                                    uncertainty_ms=self.clock_error_ms)  # fmt: skip
+        if refusal is None:
+            return None
+        self.metrics.count_edge(refusal.reason)
+        # result_message() of the store's refusal, built directly (the hot path of a burst).
+        return {"type": "result", "id": cmd.request_id, "op": str(cmd.op), "ok": False,
+                "server_time": now, "reason": refusal.reason, "detail": dict(refusal.detail),
+                "replay": False}  # fmt: skip
+
     # -- commands -----------------------------------------------------------------------------
     async def _command(self, conn: Connection, cmd: Command) -> None:
         show = conn.show
         assert show is not None
         started = time.perf_counter()
+        edge_checked = self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW)
+        if edge_checked:
+            try:
+                reply = self._edge_refusal(show, cmd)
+            except ValidationError as exc:
+                self.metrics.count_command(cmd.op, "invalid")
+                conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
+                                field=exc.field).message)  # fmt: skip
+                return
+            if reply is not None:
+                self.metrics.count_command(cmd.op, reply.get("reason") or "ok")
+                conn.send(reply)
+                return
+        lined = bool(self.settings.line_in_flight) and cmd.op in (Op.RESERVE, Op.BUY_NOW)
+        if not lined or not valid_id(cmd.drop):
+            await self._store_command(conn, show, cmd, edge_checked, started)
+            return
+        key = (show, cmd.drop)
+        if not await self._queue_up(conn, key, cmd):
+            return
+        try:
+            await self._store_command(conn, show, cmd, edge_checked, started)
+        finally:
+            self._answered.add(key)
+
+    async def _store_command(self, conn: Connection, show: str, cmd: Command,
+                             edge_checked: bool, started: float) -> None:  # fmt: skip
         try:
             async with self._command_slots:
+                # The view may have learnt the answer while this attempt waited for a slot
+                # (the drop sold out meanwhile): the waiting burst is then answered here.
+                late = self._edge_reply(show, cmd) if edge_checked else None
+                if late is not None:
+                    self.metrics.count_command(cmd.op, late.get("reason") or "refused")
+                    conn.send(late)
+                    return
                 refused = await self.admission.refuse_command(show, conn.address, cmd)
                 outcome = refused or await self._run_command(show, cmd)
+            # The fsync wait of an order holds no store slot: one WAITAOF round covers every
+            # order of a burst, and the next attempts reach the store meanwhile.
+            outcome = await self.services.inventory.durable(outcome)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
             conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
@@ -451,6 +575,136 @@ class Gateway:
         self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))
         conn.send(result_message(cmd, outcome))
 
+    # -- the waiting line (realtime/line.py) ---------------------------------------------------
+    async def _take_tickets(self, key: Any, n: int) -> tuple[int, int]:
+        return await self.services.inventory.take_tickets(key[0], key[1], n)
+
+    async def _tickets_done(self, key: Any, n: int) -> None:
+        try:
+            await self.services.inventory.tickets_done(key[0], key[1], n)
+        except (StoreError, RedisError, OSError) as exc:  # the line's stall rule recovers
+            log.warning("line of %s/%s: %d answers not counted: %s", key[0], key[1], n, exc)
+
+    def _line(self, key: tuple[str, str]) -> DropLine:
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = DropLine(self.settings.line_in_flight,
+                                               self.settings.line_size)  # fmt: skip
+        return line
+
+    async def _queue_up(self, conn: Connection, key: tuple[str, str], cmd: Command) -> bool:
+        """Take a ticket and wait for the line to reach it. True: go to the store now; False:
+        answered here (``busy``, sold out while waiting) or the viewer left (nothing ran)."""
+        try:
+            (last, done), i, n = await self._tickets.take(key)
+        except (StoreError, RedisError, OSError) as exc:
+            log.warning("line of %s/%s: no ticket: %s", key[0], key[1], exc)
+            return True  # no line without the store; the store itself will answer (or fail)
+        ticket = last - n + 1 + i
+        line = self._line(key)
+        now = time.monotonic()
+        self._admit(line.moved(done, now))
+        if line.may_go(ticket):
+            return True
+        if line.full:
+            self._answered.add(key)
+            self.metrics.line_busy.inc()
+            self.metrics.count_command(cmd.op, "busy")
+            conn.send(error(ErrorCode.BUSY, "too many attempts wait for this drop; try again",
+                            request_id=cmd.request_id,
+                            retry_after_ms=line.retry_after_ms()).message)  # fmt: skip
+            return False
+        verdict: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(ticket, now, (conn, cmd, verdict))
+        position = line.wait(waiter)
+        gauge = self.metrics.line_waiting.labels(*key)
+        gauge.inc()
+        conn.send(self._queued(cmd, position))
+        try:
+            reply = await self._wait_in_line(conn, verdict)
+        except BaseException:
+            line.leave(waiter)  # gone (disconnect, shutdown): nothing was sent to the store
+            self._answered.add(key)
+            raise
+        finally:
+            gauge.dec()
+            self.metrics.line_seconds.observe(time.monotonic() - now)
+        if reply is None:
+            return True
+        self._answered.add(key)
+        self.metrics.count_command(cmd.op, reply.get("reason") or "refused")
+        conn.send(reply)
+        return False
+
+    @staticmethod
+    def _queued(cmd: Command, position: int) -> dict[str, Any]:
+        return {"type": "queued", "id": cmd.request_id, "op": str(cmd.op), "drop": cmd.drop,
+                "position": position}  # fmt: skip
+
+    async def _wait_in_line(self, conn: Connection,
+                            verdict: asyncio.Future[dict[str, Any] | None]
+                            ) -> dict[str, Any] | None:  # fmt: skip
+        """The verdict (None = go; else the reply), reading the viewer's frames meanwhile so a
+        disconnect is seen at once (frames are kept for the loop, at most MAX_BUFFERED)."""
+        while True:
+            waits: set[asyncio.Future[Any]] = {verdict}
+            if conn.next_receive is None and len(conn.buffered) < MAX_BUFFERED:
+                conn.next_receive = asyncio.ensure_future(conn.websocket.receive())
+            if conn.next_receive is not None:
+                waits.add(conn.next_receive)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if verdict.done():
+                return verdict.result()
+            received, conn.next_receive = conn.next_receive, None
+            assert received is not None
+            message = received.result()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            conn.buffered.append(message)
+
+    def _admit(self, waiters: list[Waiter]) -> None:
+        for waiter in waiters:
+            verdict = waiter.payload[2]
+            if not verdict.done():
+                verdict.set_result(None)
+
+    def _on_line(self, show: str, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("done"), int):
+            return
+        line = self._lines.get((show, str(data.get("drop"))))
+        if line is not None:
+            self._admit(line.moved(data["done"], time.monotonic()))
+
+    def _flush_line(self, show: str, drop: str) -> None:
+        """The drop is known closed: everyone waiting whom the edge can answer is told now."""
+        line = self._lines.get((show, drop))
+        if line is None:
+            return
+        kept = []
+        for waiter in line.take_all():  # one pass: a 10k line is flushed in O(n)
+            _, cmd, verdict = waiter.payload
+            reply = self._edge_reply(show, cmd)
+            if reply is not None and not verdict.done():
+                verdict.set_result(reply)
+            else:
+                kept.append(waiter)
+        line.waiting = kept
+
+    async def _line_ticks(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for key, line in list(self._lines.items()):
+                if not line.waiting:
+                    if now - line.moved_at > 60:
+                        del self._lines[key]
+                    continue
+                self._admit(line.stalled(now, self.settings.line_stall_s))
+                for waiter, position in line.updates():
+                    conn, cmd, _ = waiter.payload
+                    conn.send(self._queued(cmd, position))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=LINE_TICK_S)
+
     async def _run_command(self, show: str, cmd: Command) -> Outcome:
         inv = self.services.inventory
         if self.risk is not None:
@@ -462,9 +716,11 @@ class Gateway:
                                      currency=cmd.currency)  # fmt: skip
         if cmd.op is Op.BUY_NOW:
             return await inv.buy_now(show, cmd.drop, cmd.viewer, cmd.quantity, cmd.request_id,
-                                     cmd.payment_reference, currency=cmd.currency)  # fmt: skip
+                                     cmd.payment_reference, currency=cmd.currency,
+                                     wait_durable=False)  # fmt: skip
         if cmd.op is Op.CONFIRM:
-            return await inv.confirm(show, cmd.hold, cmd.viewer, cmd.payment_reference)
+            return await inv.confirm(show, cmd.hold, cmd.viewer, cmd.payment_reference,
+                                     wait_durable=False)  # fmt: skip
         return await inv.cancel(show, cmd.hold, cmd.viewer)
 
     # -- viewer counts ------------------------------------------------------------------------
@@ -474,6 +730,8 @@ class Gateway:
             server = await self.services.inventory.server_time_ms()
             after = time.time() * 1000
             self.clock_offset_ms = server - (before + after) / 2
+            # TIME ran between before and after; its ms resolution adds one ms.
+            self.clock_error_ms = (after - before) / 2 + 1
 
     async def _count_viewers(self) -> None:
         """Publish this process's viewer count per show and sum every process's (heartbeats)."""

@@ -73,6 +73,10 @@ class Hub:
         self.handlers: dict[str, Callable[[Topic, dict[str, Any]], None]] = {}
         """Message types this process consumes itself instead of relaying to viewers
         (``reaction_tally``: summed by :mod:`livecommerce.realtime.engagement`)."""
+        self.on_event: Callable[[str, str, Any, int], None] | None = None
+        """Called with (show, type, data, ts) for every durable event (the gateway's edge view)."""
+        self.on_line: Callable[[str, Any], None] | None = None
+        """Called with (show, data) for each waiting-line progress message (not fanned out)."""
 
     async def start(self) -> None:
         await self.broker.start(self.dispatch, self._lost)
@@ -152,6 +156,10 @@ class Hub:
             handler(topic, message)
             return
         data = message.get("data")
+        if kind == "line":
+            if self.on_line is not None:
+                self.on_line(show, data)
+            return
         if kind == "stock":
             if isinstance(data, dict) and isinstance(data.get("drop"), str):
                 self._stock(topic, data, int(message.get("ts") or 0))
@@ -170,6 +178,8 @@ class Hub:
                 "sold": data.get("sold"),
             }
             topic.stock_ts[data["id"]] = int(message.get("ts") or 0)
+        if self.on_event is not None:
+            self.on_event(show, kind, data, int(message.get("ts") or 0))
         frame = Frame(message, json=raw.decode(), event_id=event_id if event_id else None)
         if kind in self.deferred:
             self.defer(topic, frame)

@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+SELL_OUT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -60,6 +61,36 @@ class GatewayMetrics:
             "livecommerce_resumes", "Joins with last_event_id, by result (resumed, gap).",
             ["result"], registry=registry,
         )  # fmt: skip
+
+        self.edge_refusals = Counter(
+            "livecommerce_edge_refusals",
+            "Buy attempts refused in the gateway without a store round trip, by reason.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.sell_out_seconds = Histogram(
+            "livecommerce_drop_sell_out_seconds",
+            "Time from a drop opening to its sold_out event (server clock).",
+            buckets=SELL_OUT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._edge_counts: dict[str, Any] = {}
+        self.line_waiting = Gauge(
+            "livecommerce_line_waiting", "Attempts waiting in a drop's line in this process.",
+            ["show", "drop"], registry=registry,
+        )  # fmt: skip
+        self.line_seconds = Histogram(
+            "livecommerce_line_seconds", "Time an attempt waited in its drop's line.",
+            buckets=SELL_OUT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.line_busy = Counter(
+            "livecommerce_line_busy", "Attempts refused busy: their drop's line was full.",
+            registry=registry,
+        )  # fmt: skip
+
+    def count_edge(self, reason: str) -> None:
+        child = self._edge_counts.get(reason)
+        if child is None:
+            child = self._edge_counts[reason] = self.edge_refusals.labels(reason)
+        child.inc()
 
     def count_command(self, op: str, outcome: str) -> None:
         """``commands{type, outcome}`` += 1, the labelled child looked up once (hot path)."""

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     BLOCKED = "blocked"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    BUSY = "busy"
 
 
 class Op(StrEnum):

@@ -362,9 +362,46 @@ class Inventory:
                            detail={"max": MAX_QUANTITY})  # fmt: skip
         return None
 
+    def check_buy(
+        self, show: str, drop: str, viewer: str, quantity: object, request_id: str,
+        currency: str | None, payment_reference: str,
+    ) -> Outcome | None:  # fmt: skip
+        """The checks ``reserve``/``buy_now`` make before Redis: ValidationError, or the refusal
+        they answer without Redis (``unknown_drop``, ``invalid_quantity``), or None."""
+        return self._buy_args(show, drop, viewer, quantity, request_id, currency,
+                              payment_reference)  # fmt: skip
+
+    async def buyers(self, show: str, drop: str) -> set[str]:
+        """Every viewer with a sale or a hold (live or ended) in the drop: the viewers whose
+        request ids may replay a success (see livecommerce.edge)."""
+        dk = self.keys.drop(show, drop)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hkeys(dk.bought)
+        pipe.hvals(dk.holdrec)
+        bought, holds = await self._redis(pipe.execute())
+        found = {v.decode() for v in bought}
+        for raw in holds:
+            viewer = orjson.loads(raw).get("v")
+            if isinstance(viewer, str):
+                found.add(viewer)
+        return found
+
+    # -- the waiting line (realtime/line.py) -------------------------------------------------
+    async def take_tickets(self, show: str, drop: str, n: int) -> tuple[int, int]:
+        """``n`` consecutive tickets of the drop's line: (last ticket, tickets answered so far)."""
+        last, done = await self.runner.call("line_ticket", [self.keys.line(show, drop)], [n])
+        return int(last), int(done)
+
+    async def tickets_done(self, show: str, drop: str, n: int) -> int:
+        """Count ``n`` tickets as answered; every gateway hears how far the line moved."""
+        raw = await self.runner.call(
+            "line_done", [self.keys.line(show, drop)], [self.keys.channel(show), drop, n]
+        )
+        return int(raw)
+
     async def _reserve(
         self, mode: str, show: str, drop: str, viewer: str, quantity: int, request_id: str,
-        currency: str | None, payment_reference: str,
+        currency: str | None, payment_reference: str, wait_durable: bool = True,
     ) -> Outcome:  # fmt: skip
         early = self._buy_args(
             show, drop, viewer, quantity, request_id, currency, payment_reference
@@ -389,7 +426,7 @@ class Inventory:
         if outcome.ok and not outcome.replay and outcome.hold is not None:
             # Only a hold needs the reaper; a sale (buy mode) leaves nothing to expire.
             await self._mark_active(drop_member(show, drop))
-        return await self._durable(outcome)
+        return await self._durable(outcome) if wait_durable else outcome
 
     def _payer(self, drop_key: str, payment_reference: str) -> str:
         """The one-way hash the sale scripts count a payment reference's units under, or ""
@@ -412,6 +449,11 @@ class Inventory:
             members, self._active_batch = self._active_batch, set()
             await self._redis(self.redis.sadd(self.keys.active, *members))
 
+    async def durable(self, outcome: Outcome) -> Outcome:
+        """``outcome`` once its order is on disk (``durable`` set; see AofBarrier.wait): what
+        ``buy_now``/``confirm`` do unless called with ``wait_durable=False``."""
+        return await self._durable(outcome)
+
     async def _durable(self, outcome: Outcome) -> Outcome:
         if outcome.order is None:
             return outcome
@@ -429,16 +471,25 @@ class Inventory:
 
     async def buy_now(
         self, show: str, drop: str, viewer: str, quantity: int, request_id: str,
-        payment_reference: str, *, currency: str | None = None,
+        payment_reference: str, *, currency: str | None = None, wait_durable: bool = True,
     ) -> Outcome:  # fmt: skip
         """Reserve and confirm in one step (one-tap checkout with saved payment details)."""
         return await self._reserve(
-            "buy", show, drop, viewer, quantity, request_id, currency, payment_reference
+            "buy",
+            show,
+            drop,
+            viewer,
+            quantity,
+            request_id,
+            currency,
+            payment_reference,
+            wait_durable,
         )
 
     async def confirm(
-        self, show: str, hold_id: str, viewer: str, payment_reference: str
-    ) -> Outcome:
+        self, show: str, hold_id: str, viewer: str, payment_reference: str,
+        *, wait_durable: bool = True,
+    ) -> Outcome:  # fmt: skip
         """Turn a live hold into an order (and its outbox entry). Idempotent per hold."""
         check_id("show", show)
         check_id("viewer", viewer)
@@ -450,7 +501,8 @@ class Inventory:
             [*self._common(show), n, viewer, payment_reference,
              self._payer(dk.drop, payment_reference)],
         )  # fmt: skip
-        return await self._durable(Outcome.parse(raw))
+        outcome = Outcome.parse(raw)
+        return await self._durable(outcome) if wait_durable else outcome
 
     async def cancel(self, show: str, hold_id: str, viewer: str) -> Outcome:
         """Give a hold's units back. Idempotent per hold."""

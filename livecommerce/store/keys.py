@@ -16,6 +16,7 @@ Layout (``P`` is the configurable prefix, default ``lc``; ``B`` is ``P:{s:<show>
     B:drop:<d>:bought      hash    viewer -> units bought
     B:drop:<d>:orders      hash    order id -> units, every confirmed order of the drop
     B:drop:<d>:payers      hash    sha1(drop key | payment reference) -> units bought with it
+    B:drop:<d>:line        hash    the drop's waiting line: "next" ticket taken, "done" answered
     B:req:<viewer>:<rid>   string  first result of a request id (idempotency), expires
     B:orders               stream  confirmed orders: the outbox the relay reads
     B:events               stream  per-show event log for resume (bounded, MAXLEN ~)
@@ -176,6 +177,10 @@ class Keyspace:
         return ChatKeys(history=c, settings=f"{c}:settings", words=f"{c}:words",
                         mutes=f"{c}:mutes", mods=f"{c}:mods", questions=f"{c}:questions",
                         slow_prefix=f"{c}:slow:", channel=self.channel(show))  # fmt: skip
+
+    def line(self, show: str, drop: str) -> str:
+        """The drop's waiting line counters (realtime/line.py)."""
+        return f"{self.base(show)}:drop:{drop}:line"
 
     def request(self, show: str, viewer: str, request_id: str) -> str:
         return f"{self.base(show)}:req:{viewer}:{request_id}"

@@ -44,8 +44,10 @@ SCRIPT_NAMES = (
     "pool_credit",
     "audit_read",
     "product_sync",
+    "line_ticket",
+    "line_done",
 )
-_STANDALONE = {"show_update", "audit_read", "product_sync"}
+_STANDALONE = {"show_update", "audit_read", "product_sync", "line_ticket", "line_done"}
 _POOL_LIB = "_pool.lua"
 """Prepended to the SKU pool scripts (``pool_*``) instead of ``_lib.lua``."""
 LUA_DIR = Path(__file__).with_name("lua")

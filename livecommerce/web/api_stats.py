@@ -94,17 +94,29 @@ def show_stats(
     sales: tuple[dict[str, int], dict[str, dict[str, int]]],
     viewers: int | None,
     now: int,
+    closed_at: dict[str, int] | None = None,
+    in_line: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Dashboard numbers: stock per drop from the drops, sales from the scripts' counters."""
+    """Dashboard numbers: stock per drop from the drops, sales from the scripts' counters.
+
+    ``sell_out_ms`` per drop: from its opening to its closing because it sold out (None for a
+    drop that did not sell out); ``closed_at`` holds each drop's closing time (server ms).
+    ``in_line`` per drop: attempts that took a ticket of its waiting line and are not answered
+    yet (waiting, or at the store).
+    """
     show_counters, drop_counters = sales
     drop_stats = []
     for d in drops:
         per_drop = Sales.from_counters(drop_counters.get(d["id"], {}))
+        ended = (closed_at or {}).get(d["id"], 0)
+        sold_out = d["state"] == "closed" and d["reason"] == "sold_out" and ended >= d["opens_at"]
         drop_stats.append({
             **{k: d[k] for k in ("id", "title", "sku", "kind", "state", "reason", "quantity",
                                  "remaining", "held", "sold", "limit", "opens_at", "closes_at",
                                  "currency", "prices")},
             **per_drop.public(viewers),
+            "sell_out_ms": ended - d["opens_at"] if sold_out else None,
+            "in_line": (in_line or {}).get(d["id"], 0),
         })  # fmt: skip
     return {
         "show": show,
@@ -145,7 +157,30 @@ async def stats_of(services: Services, show: str) -> dict[str, Any]:
     drops = await services.inventory.list_drops(show)
     sales = await services.inventory.sales(show)
     now = await services.inventory.server_time_ms()
-    return show_stats(show, drops, sales, await viewer_count(services, show, now), now)
+    closed, lines = await burst_figures(services, show, [d["id"] for d in drops])
+    viewers = await viewer_count(services, show, now)
+    return show_stats(show, drops, sales, viewers, now, closed, lines)
+
+
+async def burst_figures(services: Services, show: str,
+                        drops: list[str]) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
+    """Each drop's last closing time (server ms; 0 = never closed) and its line's length."""
+    if not drops:
+        return {}, {}
+    pipe = services.redis.pipeline(transaction=False)
+    for drop in drops:
+        pipe.hget(services.keys.drop(show, drop).drop, "closed_at")
+        pipe.hmget(services.keys.line(show, drop), ["next", "done"])
+    try:
+        raws: Any = await pipe.execute()
+    except RedisError as exc:
+        raise StoreError(f"redis: {exc}") from exc
+    closed, lines = {}, {}
+    for i, drop in enumerate(drops):
+        closed[drop] = int(raws[2 * i] or 0)
+        taken, done = (int(x or 0) for x in raws[2 * i + 1])
+        lines[drop] = max(0, taken - done)
+    return closed, lines
 
 
 async def get_show_stats(request: Request, ctx: Ctx) -> Response:

@@ -248,6 +248,14 @@ SCHEMAS: dict[str, Any] = {
         {
             **DROP_VIEW["properties"],
             **SALES,
+            "sell_out_ms": {
+                "type": ["integer", "null"],
+                "description": "ms from the opening to selling out; null if it did not sell out",
+            },
+            "in_line": {
+                "type": "integer",
+                "description": "attempts in the drop's waiting line (waiting or at the store)",
+            },
             "viewers": {"type": ["integer", "null"]},
             "server_time": MS,
         }

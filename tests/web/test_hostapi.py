@@ -391,6 +391,28 @@ async def test_stats_and_orders(api: httpx.AsyncClient, server: Running) -> None
     assert stats["viewers"] == 6 and stats["conversion"] == 0.5
 
 
+async def test_stats_sell_out_time(api: httpx.AsyncClient, server: Running) -> None:
+    await make_show(api)
+    for drop in ("d1", "d2"):
+        r = await api.post("/shows/s1/drops", json={"id": drop, "sku": "mug", "quantity": 2,
+                                                    "limit": 5})  # fmt: skip
+        assert r.status_code == 201, r.text
+    await buy(server, "s1", "d1", "v1", 2, "EUR")  # d1 sells out, d2 stays open
+    await buy(server, "s1", "d2", "v1", 1, "EUR")
+    stats = (await api.get("/shows/s1/stats")).json()
+    d1, d2 = sorted(stats["drops"], key=lambda d: d["id"])
+    raw = await server.services.redis.hget(server.services.keys.drop("s1", "d1").drop, "closed_at")
+    assert d1["sell_out_ms"] == int(raw) - d1["opens_at"] >= 0
+    assert d2["sell_out_ms"] is None
+    assert d1["in_line"] == d2["in_line"] == 0  # nobody waits
+    await server.services.inventory.take_tickets("s1", "d2", 3)  # three attempts in line
+    stats = (await api.get("/shows/s1/stats")).json()
+    assert [d["in_line"] for d in stats["drops"] if d["id"] == "d2"] == [3]
+    await api.post("/shows/s1/drops/d2/close")
+    stats = (await api.get("/shows/s1/stats")).json()
+    assert [d["sell_out_ms"] for d in stats["drops"] if d["id"] == "d2"] == [None]  # host close
+
+
 async def sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
     event = ""
     async for line in resp.aiter_lines():

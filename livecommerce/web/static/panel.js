@@ -220,6 +220,9 @@ function onLive(event, data) {
     if (data.type === "viewers") state.viewers = data.data.count;
     else if (data.type.startsWith("show_")) state.showRecord = { ...state.showRecord, ...data.data };
     else if (data.type === "sold_out") upsertDrop({ ...data.data, remaining: 0 });
+    else if (data.type === "line") {
+      upsertDrop({ id: data.data.drop, in_line: Math.max(0, data.data.next - data.data.done) });
+    }
     else if (data.data) upsertDrop(data.data);
     refreshStockSoon();
   } else if (event === "order") {
@@ -451,12 +454,18 @@ function dropRow(d) {
   let timer = "";
   if (d.state === "scheduled") timer = `opens in ${formatDuration(d.opens_at - now)}`;
   else if (d.state === "open" && d.closes_at) timer = `ends in ${formatDuration(d.closes_at - now)}`;
+  const stats = state.stats?.drops?.find((x) => x.id === d.id);
+  const sellOut = d.state === "closed" && typeof stats?.sell_out_ms === "number"
+    ? h("div", { class: "muted", "data-testid": "drop-sell-out" },
+      `sold out ${(stats.sell_out_ms / 1000).toFixed(2)} s after opening`) : null;
+  const line = d.in_line > 0 ? h("div", { class: "muted", "data-testid": "drop-line" },
+    `${d.in_line} in line`) : null;
   const status = d.state === "closed" && d.reason ? `closed (${d.reason.replace("_", " ")})` : d.state;
   return h("tr", { "data-testid": `drop-${d.id}`, "data-state": d.state },
     h("td", {}, h("strong", {}, d.title), h("div", { class: "muted" },
       `${d.kind === "offer" ? "offer" : "drop"} - limit ${d.limit}`)),
     h("td", {}, h("span", { class: `badge ${d.state}`, "data-testid": "drop-status" }, status),
-      h("div", { class: "countdown", "data-drop-timer": d.id }, timer)),
+      h("div", { class: "countdown", "data-drop-timer": d.id }, timer), sellOut, line),
     h("td", { class: "num", "data-testid": "drop-remaining" }, String(d.remaining)),
     h("td", { class: "num", "data-testid": "drop-held" }, String(d.held)),
     h("td", { class: "num", "data-testid": "drop-sold" }, String(d.sold)),

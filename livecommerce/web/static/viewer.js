@@ -190,6 +190,12 @@ function handle(msg) {
       break;
     case "pong":
       break;
+    case "queued":
+      // Waiting in the drop's line: the result follows (docs/protocol.md, "The waiting line").
+      if (state.pending.has(msg.id)) {
+        state.notice = { kind: "info", text: `You're in line (#${msg.position})`, reason: "queued" };
+      }
+      break;
     case "error":
       if (msg.id) state.pending.delete(msg.id);
       if (msg.id && state.busy) state.busy = null;
@@ -232,6 +238,9 @@ function errorText(msg) {
   if (msg.code === "auth_required") return "Sign in to buy: open your personal viewer link.";
   if (msg.code === "rate_limited") return "Slow down a little and try again.";
   if (msg.code === "unavailable") return "The shop is busy - trying again.";
+  if (msg.code === "busy") {
+    return `So many people are buying - try again in ${Math.ceil(msg.retry_after_ms / 1000)} s.`;
+  }
   return msg.message || msg.code;
 }
 
