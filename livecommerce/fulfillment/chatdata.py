@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from livecommerce.store import scriptrunner as scripts
 from livecommerce.store.keys import ChatKeys
@@ -120,3 +121,26 @@ async def erase_show(
     )
     counts: dict[str, int] = orjson.loads(reply)
     return counts
+
+
+async def expire(redis: aioredis.Redis, keys: ChatKeys, cutoff_ms: int) -> int:
+    """Retention: messages older than ``cutoff_ms`` (server clock) leave the history, their
+    open questions too, and a pin older than that is cleared (only if still the same pin).
+    Viewers are not told: a message that old is long out of their view. Returns messages
+    trimmed."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.xtrim(keys.history, minid=cutoff_ms)
+    pipe.zremrangebyscore(keys.questions, "-inf", f"({cutoff_ms}")
+    trimmed, _ = await pipe.execute()
+    async with redis.pipeline(transaction=True) as watched:
+        try:
+            await watched.watch(keys.settings)
+            raw = await watched.hget(keys.settings, "pinned")
+            pinned = orjson.loads(raw) if raw else None
+            if isinstance(pinned, dict) and int(pinned.get("ts") or 0) < cutoff_ms:
+                watched.multi()  # type: ignore[no-untyped-call]
+                watched.hdel(keys.settings, "pinned")
+                await watched.execute()
+        except WatchError:
+            pass  # re-pinned meanwhile: the new pin is younger; the next sweep looks again
+    return int(trimmed)
