@@ -248,6 +248,8 @@ class PrivacySettings:
     """LIVECOMMERCE_RETAIN_DEAD_LETTERS_DAYS: dead letters older than this are removed."""
     retain_holds_d: int = 30
     """LIVECOMMERCE_RETAIN_HOLDS_DAYS: ended hold records lose viewer and payment reference."""
+    retain_chat_h: int = 72
+    """LIVECOMMERCE_RETAIN_CHAT_HOURS: chat messages (questions, pin) older than this go."""
     retention_interval_s: float = 300.0
     """LIVECOMMERCE_RETENTION_INTERVAL: seconds between retention sweeps (0 = never sweep)."""
 
@@ -370,6 +372,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         retain_dead_letters_d=env.integer("RETAIN_DEAD_LETTERS_DAYS", 30, minimum=1,
                                           maximum=10_000),
         retain_holds_d=env.integer("RETAIN_HOLDS_DAYS", 30, minimum=1, maximum=10_000),
+        retain_chat_h=env.integer("RETAIN_CHAT_HOURS", 72, minimum=1, maximum=100_000),
         retention_interval_s=env.number("RETENTION_INTERVAL", 300.0, minimum=0, maximum=86_400),
     )  # fmt: skip
     fraud = FraudSettings(

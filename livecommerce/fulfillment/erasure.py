@@ -12,7 +12,9 @@ What each store keeps afterwards is in docs/privacy.md; in short:
   own stable ``webhook-id``) and tells the fulfillment backend to forget the viewer too -- the
   reference sink (:mod:`livecommerce.fulfillment.sink`) pseudonymises its record when it gets one;
 * counters, holds and hold records move to the pseudonym; idempotency records are deleted;
-* dead letters: each is appended again pseudonymised and the original deleted.
+* dead letters: each is appended again pseudonymised and the original deleted;
+* chat (:mod:`livecommerce.fulfillment.chatdata`): the viewer's messages deleted (pushed as
+  ``chat_deleted`` to live viewers), the mute moved to the pseudonym, the rest deleted.
 
 Idempotent: a second run finds nothing under the viewer id and changes nothing. One pseudonym
 per run (``erased-`` + 16 random hex digits): it cannot be derived from the viewer id.
@@ -29,6 +31,7 @@ from redis.exceptions import RedisError
 
 from livecommerce.core.config import Settings
 from livecommerce.core.errors import StoreError
+from livecommerce.fulfillment import chatdata
 from livecommerce.fulfillment.deadletters import text
 from livecommerce.fulfillment.privacy import check_viewer, request_keys, show_ids, stream_entries
 from livecommerce.store import scriptrunner as scripts
@@ -62,7 +65,9 @@ async def _erase(
     redis: aioredis.Redis, keyspace: Keyspace, settings: Settings, viewer: str
 ) -> dict[str, Any]:
     pseudonym = new_pseudonym()
-    runner = scripts.ScriptRunner(redis, {ERASE_SCRIPT.name: ERASE_SCRIPT})
+    runner = scripts.ScriptRunner(
+        redis, {s.name: s for s in (ERASE_SCRIPT, chatdata.ERASE_CHAT_SCRIPT)}
+    )
     shows: dict[str, Any] = {}
     for show in await show_ids(redis, keyspace):
         counts = await erase_show(redis, keyspace, settings, runner, show, viewer, pseudonym)
@@ -104,6 +109,8 @@ async def erase_show(
         ERASED_REFERENCE, *candidates,
     ]  # fmt: skip
     counts: dict[str, int] = orjson.loads(await runner.call(ERASE_SCRIPT.name, keys, args))
+    # The show's chat: its own atomic step (chatdata.py says what goes and what stays).
+    counts.update(await chatdata.erase_show(runner, redis, keyspace.chat(show), viewer, pseudonym))
     return counts
 
 

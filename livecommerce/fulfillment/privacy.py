@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import valid_id
+from livecommerce.fulfillment import chatdata
 from livecommerce.store.keys import Keyspace
 
 VIEWER_DATA = "viewer"
@@ -40,6 +41,18 @@ PLACES: dict[str, str] = {
     "erased": "no: pseudonymised copies of erased outbox entries (kept for accounting)",
     "viewers": "no: gateway process id -> viewer count",
     "request": VIEWER_DATA,  # B:req:<viewer>:<rid> idempotency records (the hold or order)
+    # per show chat (ChatKeys; see chatdata.py)
+    "chat": "not a key (the show's chat keys, below)",
+    "chat.history": VIEWER_DATA,  # each message: viewer id, display name, text, question flag
+    "chat.settings": VIEWER_DATA,  # the pinned message (with its viewer and name)
+    "chat.words": "no: the host's word filter",
+    "chat.mutes": VIEWER_DATA,  # viewer -> muted until
+    "chat.mods": VIEWER_DATA,  # viewer ids the host named moderators
+    "chat.questions": VIEWER_DATA,  # open questions: ids of the viewer's messages
+    "chat.slow_prefix": VIEWER_DATA,  # B:chat:slow:<viewer> slow-mode marker
+    "chat.slow": "same key as chat.slow_prefix",
+    "chat.request": VIEWER_DATA,  # B:chat:req:<viewer>:<rid> a post's request id
+    "chat.channel": "same channel as the show's channel (pub/sub, nothing stored)",
     # per drop (DropKeys)
     "drop.drop": "no: drop record and counters",
     "drop.holds": "no: hold numbers scored by expiry (the records are in holdrec)",
@@ -177,6 +190,9 @@ async def _show_part(
         requests.append({"request_id": key.rsplit(":", 1)[1], "result": orjson.loads(result)})
     if requests:
         part["requests"] = requests
+    chat = await chatdata.export_show(redis, keyspace.chat(show), viewer)
+    if chat:
+        part["chat"] = chat
     return part
 
 
@@ -206,6 +222,7 @@ async def _export(redis: aioredis.Redis, keyspace: Keyspace, viewer: str) -> dic
             found.add("orders")
         if "requests" in part:
             found.add("request")
+        found.update(f"chat.{place}" for place in chatdata.places(part.get("chat", {})))
         for entry in part.get("drops", {}).values():
             found.update(
                 f"drop.{name}" for name, key in

@@ -8,6 +8,9 @@ server process -- each step is idempotent, so several at once only repeat work):
 * **dead letters**: older than ``retain_dead_letters_d`` are trimmed -- replay them before;
 * **ended hold records**: older than ``retain_holds_d`` lose viewer id and payment reference
   (``lua/privacy_retain.lua``); quantities and states stay, so the audit still adds up;
+* **chat** (``B:chat``): on top of its count bound (``HISTORY_SIZE``), messages older than
+  ``retain_chat_h`` are trimmed, with the open questions and a pin of that age
+  (:func:`livecommerce.fulfillment.chatdata.expire`);
 * **holds** themselves expire after ``HOLD_TTL`` and idempotency records after
   ``IDEMPOTENCY_TTL`` (Redis expiry); the outbox is trimmed by the relay once delivered.
 
@@ -26,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from livecommerce.core.config import PrivacySettings
+from livecommerce.fulfillment import chatdata
 from livecommerce.fulfillment.deadletters import text
 from livecommerce.store import scriptrunner as scripts
 from livecommerce.store.keys import Keyspace
@@ -52,7 +56,7 @@ async def sweep(
     """One retention pass over every show; returns how much it removed or cleared."""
     now = await server_ms(redis) if now_ms is None else now_ms
     runner = scripts.ScriptRunner(redis, {RETAIN_SCRIPT.name: RETAIN_SCRIPT})
-    done = {"events": 0, "dead_letters": 0, "holds": 0}
+    done = {"events": 0, "dead_letters": 0, "holds": 0, "chat": 0}
     done["dead_letters"] = int(
         await redis.xtrim(
             keyspace.dead_letters, minid=now - settings.retain_dead_letters_d * DAY_MS
@@ -63,6 +67,9 @@ async def sweep(
         show = text(show_raw)
         done["events"] += int(
             await redis.xtrim(keyspace.events(show), minid=now - settings.retain_events_h * HOUR_MS)
+        )
+        done["chat"] += await chatdata.expire(
+            redis, keyspace.chat(show), now - settings.retain_chat_h * HOUR_MS
         )
         for drop_raw in await redis.zrange(keyspace.drops(show), 0, -1):
             holdrec = keyspace.drop(show, text(drop_raw)).holdrec
@@ -98,7 +105,8 @@ class Retention:
                 done = await sweep(self.redis, self.keys, self.settings)
                 if any(done.values()):
                     log.info("retention: removed %(events)d events, %(dead_letters)d dead "
-                             "letters; cleared %(holds)d hold records", done)  # fmt: skip
+                             "letters, %(chat)d chat messages; cleared %(holds)d hold records",
+                             done)  # fmt: skip
             except (RedisError, OSError) as exc:
                 log.warning("retention sweep failed: %s", exc)
             with contextlib.suppress(TimeoutError):

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from helpers.browser import Running, api_app, serve
 from helpers.http import http_server
-from helpers.privacy import SHOWS, seed
+from helpers.privacy import SHOWS, display_name, seed
 from prometheus_client import CollectorRegistry
 
 from livecommerce.core.config import RelaySettings, Settings
@@ -141,6 +141,76 @@ async def test_erasure_replaces_the_viewer_everywhere_and_keeps_the_accounts(
     assert again["pseudonym"] == "" and again["erased"] == {"shows": {}, "dead_letters": 0}
     after = {k: await redis.dump(k) for k in sorted(await redis.keys(keyspace.prefix + ":*"))}
     assert after == before
+
+
+async def chat_dump(redis: aioredis.Redis, keyspace: Keyspace, show: str) -> bytes:
+    """Every byte of a show's chat keys (names and contents), read by type."""
+    out = []
+    async for key in redis.scan_iter(match=keyspace.chat(show).history + "*", count=500):
+        out.append(key)
+        kind = (await redis.type(key)).decode()
+        if kind == "stream":
+            for _id, fields in await redis.xrange(key):
+                out += [b for kv in fields.items() for b in kv]
+        elif kind == "hash":
+            out += [b for kv in (await redis.hgetall(key)).items() for b in kv]
+        elif kind == "set":
+            out += list(await redis.smembers(key))
+        elif kind == "zset":
+            out += list(await redis.zrange(key, 0, -1))
+        else:
+            out.append(await redis.get(key) or b"")
+    return b"\n".join(out)
+
+
+async def test_erasure_removes_the_viewer_from_chat_and_tells_live_viewers(
+    redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory
+) -> None:
+    await seed(redis, keyspace, inventory, "alice")
+    await seed(redis, keyspace, inventory, "bob")
+    name = display_name("alice").encode()
+    for show in SHOWS:
+        dump = await chat_dump(redis, keyspace, show)
+        assert b"alice" in dump and name in dump  # seeded: the scan sees the viewer
+    own = (await privacy.export(redis, keyspace, "alice"))["shows"]
+    bob = (await privacy.export(redis, keyspace, "bob"))["shows"]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*(keyspace.channel(show) for show in SHOWS))
+    for _ in SHOWS:
+        assert (await pubsub.get_message(timeout=10))["type"] == "subscribe"  # type: ignore[index]
+
+    report = await erasure.erase(redis, keyspace, Settings(), "alice")
+    pseudonym = report["pseudonym"]
+    for show in SHOWS:
+        counts = report["erased"]["shows"][show]
+        # three messages (the pin leaves with its message); mute, moderator seat, slow-mode
+        # marker, three request ids
+        assert counts["chat_messages"] == 3 and counts["chat_records"] == 6
+        dump = await chat_dump(redis, keyspace, show)
+        assert b"alice" not in dump and name not in dump, dump
+        assert await redis.hget(keyspace.chat(show).mutes, pseudonym) == b"-1"
+        assert bob[show]["chat"] == (await privacy.export(redis, keyspace, "bob"))["shows"][
+            show]["chat"]  # fmt: skip
+    # Live viewers were told: one chat_deleted per message (and the pin cleared), pushed in the
+    # erasure's atomic step.
+    pushed: list[tuple[str, dict[str, object]]] = []
+    while len(pushed) < 7:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=10)
+        assert msg is not None, pushed
+        event = orjson.loads(msg["data"])
+        pushed.append((event["type"], event["data"]))
+    await pubsub.aclose()
+    deleted = {d["id"] for kind, d in pushed if kind == "chat_deleted"}
+    assert deleted == {m["id"] for show in SHOWS for m in own[show]["chat"]["messages"]}
+    assert ("chat_pinned", {"message": None}) in pushed
+    assert "chat" not in (await privacy.export(redis, keyspace, "alice"))["shows"].get(SHOWS[0], {})
+    report_audit = await audit(redis, keyspace)
+    assert report_audit.ok, report_audit.summary()
+    # Idempotent: the second run changes nothing in chat either.
+    before = {show: await chat_dump(redis, keyspace, show) for show in SHOWS}
+    again = await erasure.erase(redis, keyspace, Settings(), "alice")
+    assert again["erased"]["shows"] == {}
+    assert {show: await chat_dump(redis, keyspace, show) for show in SHOWS} == before
 
 
 async def test_undelivered_orders_still_reach_the_backend_pseudonymised(

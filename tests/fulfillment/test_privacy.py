@@ -14,14 +14,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from helpers.browser import Running, api_app, serve
-from helpers.privacy import seed
+from helpers.privacy import SHOWS, display_name, seed
 
 from livecommerce.core.config import Settings
 from livecommerce.core.errors import AuthError, ValidationError
 from livecommerce.fulfillment import privacy
 from livecommerce.realtime import tokens
 from livecommerce.store.inventory import Inventory
-from livecommerce.store.keys import DropKeys, Keyspace, SkuKeys
+from livecommerce.store.keys import ChatKeys, DropKeys, Keyspace, SkuKeys
 from livecommerce.web.hostkeys import HostKeys
 from livecommerce.web.operatorkeys import OperatorKeys
 
@@ -29,13 +29,19 @@ VIEWER_PLACES = {name for name, why in privacy.PLACES.items() if why == privacy.
 
 
 def keyspace_names() -> set[str]:
-    """Every key name keys.py can produce: Keyspace members, DropKeys and SkuKeys fields."""
+    """Every key name keys.py can produce: Keyspace members, DropKeys and SkuKeys fields,
+    ChatKeys fields and methods."""
     names = {
         name for name, member in vars(Keyspace).items()
         if not name.startswith("_") and (callable(member) or isinstance(member, property))
     }  # fmt: skip
     names |= {f"drop.{f.name}" for f in dataclasses.fields(DropKeys)}
     names |= {f"sku.{f.name}" for f in dataclasses.fields(SkuKeys)}
+    names |= {f"chat.{f.name}" for f in dataclasses.fields(ChatKeys)}
+    names |= {
+        f"chat.{name}" for name, member in vars(ChatKeys).items()
+        if not name.startswith("_") and callable(member)
+    }  # fmt: skip
     return names - {"drop"}
 
 
@@ -69,6 +75,17 @@ async def test_export_finds_the_viewer_in_every_place(
         assert sorted(o["quantity"] for o in part["orders"]) == ["1", "2"]
         assert {o["payment_reference"] for o in part["orders"]} == {"card-alice"}
         assert len(part["requests"]) == 3
+        chat = part["chat"]
+        assert [(m["name"], m["question"]) for m in chat["messages"]] == [
+            (display_name("alice"), False), (display_name("alice"), True),
+            (display_name("alice"), False),
+        ]  # fmt: skip
+        assert chat["messages"][0]["text"] == "hello from Alice Display"
+        assert chat["open_questions"] == [chat["messages"][1]["id"]]
+        assert chat["muted_until"] == -1 and chat["moderator"] is True
+        assert chat["slow_mode"] is True and len(chat["requests"]) == 3
+    pinned = doc["shows"][SHOWS[0]]["chat"]["pinned"]
+    assert pinned["viewer"] == "alice" and pinned["text"] == "does it come in blue?"
     assert [d["viewer"] for d in doc["dead_letters"]] == ["alice"]
     assert [r["order"]["viewer"] for r in doc["fulfillment_sink"]] == ["alice"]
     assert b"bob" not in orjson.dumps(doc)  # nothing of another viewer's

@@ -38,12 +38,13 @@ async def test_sweep_expires_events_dead_letters_and_ended_hold_records(
     now = await retention.server_ms(redis)
     # Nothing is old yet: a sweep now removes nothing.
     assert await retention.sweep(redis, keyspace, policy) == {
-        "events": 0, "dead_letters": 0, "holds": 0,
+        "events": 0, "dead_letters": 0, "holds": 0, "chat": 0,
     }  # fmt: skip
     later = now + 31 * DAY_MS  # past every default schedule
     done = await retention.sweep(redis, keyspace, policy, now_ms=later)
     assert done["dead_letters"] == 1 and done["events"] > 0
     assert done["holds"] == len(SHOWS)  # the confirmed hold of each show; live ones stay
+    assert done["chat"] == 3 * len(SHOWS)  # the seeded chat is past RETAIN_CHAT_HOURS
     assert await redis.xlen(keyspace.dead_letters) == 0
     for show in SHOWS:
         assert await redis.xlen(keyspace.events(show)) == 0
@@ -53,10 +54,13 @@ async def test_sweep_expires_events_dead_letters_and_ended_hold_records(
         assert by_state["confirmed"]["v"] == "" and by_state["held"]["v"] == "alice"
         assert by_state["confirmed"]["order"]["payment_reference"] == ""
         assert by_state["confirmed"]["q"] == 1  # the numbers stay
+        chat = keyspace.chat(show)
+        assert await redis.xlen(chat.history) == 0 and await redis.zcard(chat.questions) == 0
+        assert await redis.hget(chat.settings, "pinned") is None
     report = await audit(redis, keyspace)
     assert report.ok, report.summary()
     again = await retention.sweep(redis, keyspace, policy, now_ms=later)
-    assert again == {"events": 0, "dead_letters": 0, "holds": 0}  # idempotent
+    assert again == {"events": 0, "dead_letters": 0, "holds": 0, "chat": 0}  # idempotent
 
 
 def test_redact_masks_tokens_keys_secrets_and_payment_references() -> None:

@@ -12,16 +12,46 @@ from livecommerce.core.model import DropSpec
 from livecommerce.fulfillment import deadletters
 from livecommerce.fulfillment.sink import WEBHOOK_PATH, create_app
 from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
+from livecommerce.realtime.chatstore import Chat
 from livecommerce.store.blocks import Blocks
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SHOWS = ("p1", "p2")
+SLOW_MS = 600_000
+
+
+def display_name(viewer: str) -> str:
+    """The display name a viewer's token carries in these tests."""
+    return f"{viewer.capitalize()} Display"
+
+
+async def seed_chat(redis: aioredis.Redis, keyspace: Keyspace, viewer: str, tag: str) -> None:
+    """The viewer in every chat place of every show, through the real chat code: two messages
+    (one a question), a third under slow mode (its marker), then a mute and a moderator seat;
+    the first viewer seeded also has their question pinned in the first show."""
+    chat = Chat(redis, keyspace)
+    name = display_name(viewer)
+    for show in SHOWS:
+        await chat.configure(show, slow_ms=0)
+        said = await chat.post(show, viewer, name, f"hello from {name}", False,
+                               request_id=f"c1-{tag}")  # fmt: skip
+        asked = await chat.post(show, viewer, name, "does it come in blue?", True,
+                                request_id=f"c2-{tag}")  # fmt: skip
+        await chat.configure(show, slow_ms=SLOW_MS)
+        slow = await chat.post(show, viewer, name, "one more", False, request_id=f"c3-{tag}")
+        assert said.ok and asked.ok and slow.ok, (said, asked, slow)
+        if show == SHOWS[0] and not await redis.hexists(keyspace.chat(show).settings, "pinned"):
+            await chat.pin(show, asked.id)
+        await chat.mute(show, viewer, -1)
+        mods = {m.decode() for m in await redis.smembers(keyspace.chat(show).mods)}
+        await chat.set_moderators(show, sorted(mods | {viewer}))
 
 
 async def seed(redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory,
                viewer: str) -> dict[str, int]:  # fmt: skip
-    """Holds, a confirmed hold, one-tap orders in two shows, a dead letter and a sink record.
+    """Holds, a confirmed hold, one-tap orders in two shows, chat (:func:`seed_chat`), a dead
+    letter and a sink record.
 
     Returns units bought per show (what accounting must keep after an erasure)."""
     bought: dict[str, int] = {}
@@ -42,6 +72,7 @@ async def seed(redis: aioredis.Redis, keyspace: Keyspace, inventory: Inventory,
         sold = await inventory.buy_now(show, "b", viewer, 2, f"r3-{tag}", f"card-{viewer}")
         assert sold.ok, sold
         bought[show] = 3
+    await seed_chat(redis, keyspace, viewer, tag)
     # A host blocked the viewer in one show.
     await Blocks(redis, keyspace).block(SHOWS[1], "viewer", viewer, by="host1", reason="resale")
     # A dead letter: the relay gave up on one of the viewer's orders.
