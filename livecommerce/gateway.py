@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -374,6 +375,8 @@ class Gateway:
             conn.send(error(ErrorCode.UNAVAILABLE, "store unavailable; retry with the same id",
                             request_id=cmd.request_id).message)  # fmt: skip
             return
+        if not outcome.now_ms:  # refused before the store was asked: our estimate of its clock
+            outcome = dataclasses.replace(outcome, now_ms=self.server_time_ms())
         if cmd.op in (Op.RESERVE, Op.BUY_NOW):
             self.metrics.reserve_seconds.observe(time.perf_counter() - started)
         self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))

@@ -160,8 +160,10 @@ def _str(
         if required:
             raise _Invalid(name, "required")
         return None
-    if not isinstance(value, str) or len(value) > max_len:
+    if not isinstance(value, str):
         raise _Invalid(name, f"expected {what}")
+    if len(value) > max_len:
+        raise _Invalid(name, f"expected {what} of at most {max_len} characters")
     if pattern is not None and not pattern.fullmatch(value):
         raise _Invalid(name, f"expected {what}")
     return value
@@ -210,9 +212,12 @@ class Session:
             if rid is not None and not isinstance(rid, str):
                 return [error(ErrorCode.BAD_MESSAGE, "id: expected a string", field="id")]
             return [Send({"type": "pong", "id": rid})]
-        if not isinstance(kind, str) or kind not in OPS:
-            shown = kind if isinstance(kind, str) else type(kind).__name__
-            return [error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}"[:200],
+        if not isinstance(kind, str):
+            problem = "required" if kind is None else "expected a string"
+            return [error(ErrorCode.UNKNOWN_TYPE, f"type: {problem}", request_id=rid,
+                          field="type")]  # fmt: skip
+        if kind not in OPS:
+            return [error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}"[:200],
                           request_id=rid)]  # fmt: skip
         if self.phase is not Phase.JOINED:
             return [error(ErrorCode.NOT_JOINED, "send join first", request_id=rid)]
