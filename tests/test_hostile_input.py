@@ -33,8 +33,19 @@ def reply(s: Session, payload: str) -> dict[str, Any]:
 
 def test_a_too_long_payment_reference_says_too_long() -> None:
     long = "p" * (MAX_PAYMENT_REFERENCE + 1)
-    err = reply(joined(), encode(Encoding.JSON, {  # type: ignore[arg-type]
-        "type": "buy_now", "id": "r1", "drop": "d1", "quantity": 1, "payment_reference": long}))
+    err = reply(
+        joined(),
+        encode(
+            Encoding.JSON,
+            {  # type: ignore[arg-type]
+                "type": "buy_now",
+                "id": "r1",
+                "drop": "d1",
+                "quantity": 1,
+                "payment_reference": long,
+            },
+        ),
+    )
     assert err["code"] == "bad_message" and err["field"] == "payment_reference"
     assert err["message"] == (
         f"payment_reference: expected a string of at most {MAX_PAYMENT_REFERENCE} characters"
@@ -95,8 +106,15 @@ async def test_refused_results_carry_the_server_clock(gw: Running, inv: Inventor
         refusals = [
             await ask({"type": "reserve", "id": "r1", "drop": "nope", "quantity": 1}),
             await ask({"type": "reserve", "id": "r2", "drop": "d1", "quantity": 0}),
-            await ask({"type": "buy_now", "id": "r3", "drop": "d1", "quantity": 10**6,
-                       "payment_reference": "p"}),  # fmt: skip
+            await ask(
+                {
+                    "type": "buy_now",
+                    "id": "r3",
+                    "drop": "d1",
+                    "quantity": 10**6,
+                    "payment_reference": "p",
+                }
+            ),
         ]
         after = await inv.server_time_ms()
     assert [r["reason"] for r in refusals] == ["unknown_drop", "invalid_quantity",
