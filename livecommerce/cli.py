@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from livecommerce import __version__
+from livecommerce import __version__, logs
 from livecommerce.config import load
 from livecommerce.errors import LivecommerceError
 
@@ -28,7 +28,6 @@ def _set_env(name: str, value: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from livecommerce import logs
     from livecommerce.runner import serve
 
     logs.configure(os.environ.get("LIVECOMMERCE_LOG_LEVEL", "info"))  # the service logs JSON
@@ -97,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    logs.install_redaction()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

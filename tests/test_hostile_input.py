@@ -124,3 +124,27 @@ async def test_refused_results_carry_the_server_clock(gw: Running, inv: Inventor
         assert before - 5_000 <= result["server_time"] <= after + 5_000, result
     view = await inv.get_drop("s1", "d1")
     assert view is not None and view["remaining"] == 5
+
+
+# -- logs -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("line", "clean"),
+    [
+        ('1.2.3.4:5 - "WebSocket /ws?token=eyJ.x.y&show=s1" [accepted]',
+         '1.2.3.4:5 - "WebSocket /ws?***" [accepted]'),
+        ("GET /api/shows?host_key=lch_abc&limit=5", "GET /api/shows?host_key=***&limit=5"),
+        ("POST /hook?a=1&secret=zz;sig=1", "POST /hook?a=1&secret=***;sig=1"),
+        ("GET /watch/demo?token=abc", "GET /watch/demo?token=***"),
+        ("nothing to hide in /ws", "nothing to hide in /ws"),
+    ],
+)  # fmt: skip
+def test_logs_redact_tokens_in_urls(line: str, clean: str) -> None:
+    import logging
+
+    from livecommerce.logs import RedactFilter, redact
+
+    assert redact(line) == clean
+    fmt = '%s - "WebSocket %s"'
+    record = logging.LogRecord("uvicorn.error", 20, "", 0, fmt, ("ip", line), None)
+    RedactFilter().filter(record)
+    assert "eyJ" not in record.getMessage() and "lch_abc" not in record.getMessage()
