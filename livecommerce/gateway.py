@@ -100,6 +100,7 @@ class Gateway:
         self._empty.set()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counter: asyncio.Task[None] | None = None
         self._counted: set[str] = set()
         self._join_slots = asyncio.Semaphore(JOIN_CONCURRENCY)
         self._command_slots = asyncio.Semaphore(COMMAND_CONCURRENCY)
@@ -112,7 +113,7 @@ class Gateway:
     async def start(self) -> None:
         await self.hub.start()
         await self._refresh_clock()
-        self._spawn(self._count_viewers(), "viewer-count")
+        self._counter = self._spawn(self._count_viewers(), "viewer-count")
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - the app's interface
         """Close every viewer with 4000 (reconnect) and wait, bounded, for them to go."""
@@ -131,10 +132,17 @@ class Gateway:
                 await self.services.redis.hdel(self.services.keys.viewers(show), self.process_id)
         await self.hub.stop()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def supervised(self) -> list[asyncio.Task[None]]:
+        """The tasks that must run for the process's life (the app's readiness checks them)."""
+        listener = getattr(self.hub.broker, "task", None)
+        return [t for t in (self._counter, listener) if isinstance(t, asyncio.Task)]
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
 
     def server_time_ms(self) -> int:
         return int(time.time() * 1000 + self.clock_offset_ms)
@@ -436,6 +444,12 @@ class Gateway:
                 if count.isdigit() and stamp.isdigit() and now - int(stamp) < VIEWERS_STALE_MS:
                     total += int(count)
             self.hub.set_viewers(show, total, now)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """No task of the gateway ends in an exception without a log line saying so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,10 @@
   viewer whose queue or unsent bytes overflow is closed with 4008 (slow consumer) instead of
   slowing anyone else.
 - If the pub/sub connection breaks, every viewer is closed with 4000 (reconnect) and resumes
-  from the event log: nothing is lost silently.
+  from the event log: nothing is lost silently. The pub/sub client never retries by itself:
+  redis-py's retry would reconnect and re-subscribe quietly, and what was published before the
+  new subscription took effect would be lost without anyone knowing (a Valkey restart within
+  the retry's back-off).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from websockets.protocol import OPEN, Side
 from websockets.protocol import Protocol as WSProtocol
 
@@ -95,9 +100,14 @@ class RedisBroker:
     async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
         self._on_message = on_message
         self._on_lost = on_lost
-        self._client = aioredis.Redis.from_url(self.redis_url)
+        self._client = aioredis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
         self._pubsub = self._client.pubsub()
         self._task = asyncio.create_task(self._listen(), name="hub-pubsub")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The listener, for supervision (it only ends when stopped)."""
+        return self._task
 
     async def subscribe(self, show: str) -> None:
         channel = self.keys.channel(show)
@@ -119,7 +129,8 @@ class RedisBroker:
             await self._subscribed.wait()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError, RuntimeError) as exc:
+            except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
+                # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
                 log.warning("pub/sub connection lost: %s", exc)
                 self._lost()
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
@@ -133,7 +144,8 @@ class RedisBroker:
                     self._subscribed.clear()
                 continue
             kind = message["type"]
-            channel = message["channel"].decode()
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
             if kind == "message":
                 show = self._channels.get(channel)
                 if show is not None and self._on_message is not None:
