@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from livecommerce.cli import main
+from livecommerce.ops.cli import main
 
 raise SystemExit(main())

@@ -53,7 +53,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # ``loadtests`` as a package, wherever locust runs from
 
-from livecommerce.tokens import mint  # noqa: E402
+from livecommerce.realtime.tokens import mint  # noqa: E402
 from loadtests import common  # noqa: E402
 from loadtests.common import SpikePlan  # noqa: E402
 

@@ -1,9 +1,10 @@
 """The audit after every load run: inventory invariants, the end-to-end order check, and what the
 viewers were told, in one report.
 
-1. **Inventory** -- :func:`livecommerce.audit.audit` on the spike's show: no unit made or lost,
+1. **Inventory** -- :func:`livecommerce.store.audit.audit` on the spike's show: no unit made or
+lost,
    sold <= stock, every viewer within the limit, one order per decrement.
-2. **End to end** -- :func:`livecommerce.fulfillment_audit.audit`: orders confirmed == orders in
+2. **End to end** -- :func:`livecommerce.fulfillment.audit.audit`: orders confirmed == orders in
    the stream == orders received by the fulfillment sink after de-duplication. The relay needs a
    moment to deliver the last orders, so this waits (bounded) until the sink caught up.
 3. **Viewers** -- every order a viewer was told about exists in the store, nobody was told more
@@ -33,9 +34,9 @@ import redis.asyncio as aioredis
 if __package__ in (None, ""):  # run as a script: make ``loadtests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from livecommerce import audit as inventory_audit
-from livecommerce import fulfillment_audit
-from livecommerce.keys import Keyspace
+from livecommerce.fulfillment import audit as fulfillment_audit
+from livecommerce.store import audit as inventory_audit
+from livecommerce.store.keys import Keyspace
 from loadtests.common import SpikePlan, client_checks
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -27,10 +26,11 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
-from livecommerce.embedded import EmbeddedValkey, free_port
-from livecommerce.hostkeys import HostKeys
-from livecommerce.keys import Keyspace
-from livecommerce.webhooks import generate_secret
+from livecommerce.core.processes import stop_process
+from livecommerce.fulfillment.webhooks import generate_secret
+from livecommerce.store.embedded import EmbeddedValkey, free_port
+from livecommerce.store.keys import Keyspace
+from livecommerce.web.hostkeys import HostKeys
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -123,11 +123,11 @@ class LocalStack:
             self.host_key = asyncio.run(self._create_host_key())
             sink = self._spawn(
                 "sink",
-                ["-m", "livecommerce.relay_cli", "sink", "--port", str(self.sink_port)],
+                ["-m", "livecommerce.ops.cli_fulfillment", "sink", "--port", str(self.sink_port)],
             )
             wait_http(f"http://127.0.0.1:{self.sink_port}/livez", READY_TIMEOUT_S, sink)
             if self.with_relay:
-                self._spawn("relay", ["-m", "livecommerce.relay_cli", "relay"])
+                self._spawn("relay", ["-m", "livecommerce.ops.cli_fulfillment", "relay"])
             server = self._spawn(
                 "server",
                 ["-m", "livecommerce", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -157,13 +157,7 @@ class LocalStack:
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, STOP_TIMEOUT_S)
         for log in self._logs:
             log.close()  # type: ignore[attr-defined]
         self._logs.clear()

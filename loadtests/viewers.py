@@ -1,5 +1,5 @@
 """One process of simulated viewers for ``scripts/spike.py``, on asyncio and the project's client
-(:class:`livecommerce.client.Client`).
+(:class:`livecommerce.realtime.client.Client`).
 
 The parent starts N of these (``multiprocessing``, spawn) and talks to each over a pipe:
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from livecommerce.client import Client, ClientClosed
-from livecommerce.codec import Encoding
-from livecommerce.tokens import mint
+from livecommerce.realtime.client import Client, ClientClosed
+from livecommerce.realtime.codec import Encoding
+from livecommerce.realtime.tokens import mint
 from loadtests.common import SpikePlan
 
 PROGRESS_INTERVAL_S = 0.5

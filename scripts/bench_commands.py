@@ -72,9 +72,10 @@ def summary(latencies: list[float], elapsed: float, refused: int, **extra: Any) 
 async def create_drops(redis_url: str, prefix: str, drops: list[str]) -> None:
     import redis.asyncio as aioredis
 
-    from livecommerce import config
-    from livecommerce.inventory import MAX_QUANTITY, MAX_STOCK, DropSpec, Inventory
-    from livecommerce.keys import Keyspace
+    from livecommerce.core import config
+    from livecommerce.core.model import MAX_QUANTITY, MAX_STOCK, DropSpec
+    from livecommerce.store.inventory import Inventory
+    from livecommerce.store.keys import Keyspace
 
     client = aioredis.Redis.from_url(redis_url)
     try:
@@ -96,9 +97,9 @@ async def direct(redis_url: str, prefix: str, op: str, drop: str, tasks: int, se
                  warmup: float) -> dict[str, Any]:  # fmt: skip
     import redis.asyncio as aioredis
 
-    from livecommerce import config
-    from livecommerce.inventory import Inventory
-    from livecommerce.keys import Keyspace
+    from livecommerce.core import config
+    from livecommerce.store.inventory import Inventory
+    from livecommerce.store.keys import Keyspace
 
     # The same pool the server uses (app.py): blocking, 256 connections.
     pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256, timeout=10)
@@ -155,7 +156,7 @@ async def _clients(url: str, op: str, drop: str, first: int, count: int, seconds
     import orjson
     from websockets.asyncio.client import connect
 
-    from livecommerce import tokens
+    from livecommerce.realtime import tokens
 
     latencies: list[float] = []
     refused = 0
@@ -298,7 +299,7 @@ def main() -> int:
     parser.add_argument("--profile", help="py-spy raw profile of the gateway's first op here")
     args = parser.parse_args()
     raise_fd_limit()
-    from livecommerce.embedded import EmbeddedValkey, free_port
+    from livecommerce.store.embedded import EmbeddedValkey, free_port
 
     skip = set(args.skip.split(","))
     ops = [op for op in args.ops.split(",") if op]

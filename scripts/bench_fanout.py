@@ -269,9 +269,10 @@ def run_gateway(n: int, rounds: int, workers: int, processes: int, redis_url: st
                 deadline: float, logdir: Path) -> dict[str, Any]:  # fmt: skip
     import redis.asyncio as aioredis
 
-    from livecommerce.config import InventorySettings, Settings
-    from livecommerce.inventory import DropSpec, Inventory
-    from livecommerce.keys import Keyspace
+    from livecommerce.core.config import InventorySettings, Settings
+    from livecommerce.core.model import DropSpec
+    from livecommerce.store.inventory import Inventory
+    from livecommerce.store.keys import Keyspace
 
     prefix = f"bench{os.getpid()}{n}{processes}"
     keys = Keyspace(prefix)
@@ -378,7 +379,7 @@ def main() -> int:
     args = parser.parse_args()
     hard = raise_fd_limit()
     deadline = time.monotonic() + args.deadline
-    from livecommerce.embedded import EmbeddedValkey
+    from livecommerce.store.embedded import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     valkey = EmbeddedValkey(tmp / "valkey")

@@ -39,11 +39,12 @@ import hiredis
 import orjson
 import redis.asyncio as aioredis
 
-from livecommerce import config
-from livecommerce.audit import audit
-from livecommerce.embedded import EmbeddedValkey
-from livecommerce.inventory import MAX_QUANTITY, MAX_STOCK, DropSpec, Inventory
-from livecommerce.keys import Keyspace
+from livecommerce.core import config
+from livecommerce.core.model import MAX_QUANTITY, MAX_STOCK, DropSpec
+from livecommerce.store.audit import audit
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
 
 SHOW = "bench"
 KEYS = Keyspace("bench")

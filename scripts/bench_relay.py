@@ -1,7 +1,8 @@
 """Benchmark the fulfillment relay: orders/s relayed and confirm -> delivered latency, as JSON.
 
-Starts its own embedded Valkey, the reference sink (``livecommerce.relay_cli sink``) and the relay
-(``livecommerce.relay_cli relay``) as separate processes, and buys through the Inventory
+Starts its own embedded Valkey, the reference sink (``livecommerce.ops.cli_fulfillment sink``) and
+the relay
+(``livecommerce.ops.cli_fulfillment relay``) as separate processes, and buys through the Inventory
 (``buy_now``) from this process:
 
 * **baselines** (same run, same machine): plain signed HTTP POSTs to the sink without Redis
@@ -39,14 +40,15 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from livecommerce import sink as sink_mod
-from livecommerce.config import RedisSettings, Settings
-from livecommerce.embedded import EmbeddedValkey, free_port
-from livecommerce.inventory import DropSpec, Inventory
-from livecommerce.keys import Keyspace
-from livecommerce.relay import HttpDeliverer
-from livecommerce.sink import WEBHOOK_PATH
-from livecommerce.webhooks import Signer, generate_secret, order_message
+from livecommerce.core.config import RedisSettings, Settings
+from livecommerce.core.model import DropSpec
+from livecommerce.fulfillment import sink as sink_mod
+from livecommerce.fulfillment.delivery import HttpDeliverer
+from livecommerce.fulfillment.sink import WEBHOOK_PATH
+from livecommerce.fulfillment.webhooks import Signer, generate_secret, order_message
+from livecommerce.store.embedded import EmbeddedValkey, free_port
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
 
 SHOWS = ("bench1", "bench2", "bench3", "bench4")
 
@@ -234,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "LIVECOMMERCE_RELAY_CONCURRENCY": str(args.concurrency),
         "LIVECOMMERCE_LOG_LEVEL": "warning",
     }
-    cli = [sys.executable, "-m", "livecommerce.relay_cli"]
+    cli = [sys.executable, "-m", "livecommerce.ops.cli_fulfillment"]
     log = (tmp / "procs.log").open("ab")
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -2,7 +2,8 @@
 """Spike tool: thousands of viewers on WebSockets, a drop, everybody buys -- then the audit.
 
 Locust on one small machine cannot hold 10k sockets; this tool spreads viewers over several
-asyncio processes (the project's client, ``livecommerce.client``). Phases: viewers ramp into a
+asyncio processes (the project's client, ``livecommerce.realtime.client``). Phases: viewers ramp
+into a
 live show over ``--ramp`` seconds; the host drops ``--stock`` units (limit ``--limit`` per viewer)
 over the host API; every viewer makes its share of ``--attempts`` buy_now attempts at random
 moments in the ``--buy-window``; then the inventory audit and the end-to-end order check run.

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from livecommerce.embedded import EmbeddedValkey
-from livecommerce.keys import Keyspace
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.keys import Keyspace
 
 EXTERNAL = os.environ.get("LIVECOMMERCE_TEST_REDIS_URL", "").strip()
 SERVERS = ["embedded", "external"] if EXTERNAL else ["embedded"]

@@ -1,0 +1,305 @@
+"""Configuration, read once from ``LIVECOMMERCE_*`` environment variables and frozen.
+
+A missing or malformed value raises :class:`~livecommerce.core.errors.ConfigError` naming the
+variable.
+Secrets are wrapped in :class:`Secret`, which prints as ``***``. Every variable is listed in
+``docs/configuration.md``; :data:`VARIABLES` is the machine-readable list (name, default, help).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+
+from livecommerce.core.errors import ConfigError
+
+T = TypeVar("T")
+PREFIX = "LIVECOMMERCE_"
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Env:
+    """Typed access to one environment mapping; every read names its variable on failure."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(PREFIX + name, f"expected {what}, got {value!r}") from exc
+
+    def text(self, name: str, default: str) -> str:
+        return self._parse(name, default, str, "a string")
+
+    def optional_str(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.raw(name)
+        return None if value is None else Secret(value)
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**62) -> int:
+        def parse(v: str) -> int:
+            n = int(v)
+            if not minimum <= n <= maximum:
+                raise ValueError(v)
+            return n
+
+        return self._parse(name, default, parse, f"an integer in [{minimum}, {maximum}]")
+
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float = 1e12
+    ) -> float:
+        def parse(v: str) -> float:
+            x = float(v)
+            if not minimum <= x <= maximum:
+                raise ValueError(v)
+            return x
+
+        return self._parse(name, default, parse, f"a number in [{minimum}, {maximum}]")
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(v: str) -> bool:
+            low = v.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(v)
+
+        return self._parse(name, default, parse, "true/false")
+
+    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        def parse(v: str) -> tuple[str, ...]:
+            return tuple(item.strip() for item in v.split(",") if item.strip())
+
+        return self._parse(name, default, parse, "a comma-separated list")
+
+    def path(self, name: str, default: Path) -> Path:
+        return self._parse(name, default, lambda v: Path(v).expanduser(), "a path")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(v: str) -> str:
+            if v not in choices:
+                raise ValueError(v)
+            return v
+
+        return self._parse(name, default, parse, "one of " + ", ".join(choices))
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: Secret | None = None
+    """LIVECOMMERCE_REDIS_URL: use this server instead of the embedded Valkey."""
+    data_dir: Path = Path(".livecommerce")
+    """LIVECOMMERCE_DATA_DIR: where the embedded Valkey keeps its AOF (and the dev secrets)."""
+    key_prefix: str = "lc"
+    """LIVECOMMERCE_KEY_PREFIX: prefix of every key and channel; lets deployments share a server."""
+    appendfsync: str = "everysec"
+    """LIVECOMMERCE_APPENDFSYNC: embedded Valkey's appendfsync (always, everysec)."""
+    wait_aof: bool = True
+    """LIVECOMMERCE_WAIT_AOF: WAITAOF before reporting an order confirmed (where supported)."""
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    hold_ttl_s: int = 120
+    """LIVECOMMERCE_HOLD_TTL: seconds a reservation holds stock before it expires."""
+    idempotency_ttl_s: int = 86_400
+    """LIVECOMMERCE_IDEMPOTENCY_TTL: seconds a request id's first result is remembered."""
+    event_log_size: int = 10_000
+    """LIVECOMMERCE_EVENT_LOG_SIZE: approximate events kept per show for resume."""
+    ending_soon_s: int = 10
+    """LIVECOMMERCE_ENDING_SOON: seconds before a timed offer closes that "ending soon" is sent."""
+    reap_interval_s: float = 1.0
+    """LIVECOMMERCE_REAP_INTERVAL: seconds between passes of the expired-hold reaper."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    """LIVECOMMERCE_HOST: interface to listen on."""
+    port: int = 8000
+    """LIVECOMMERCE_PORT: TCP port to listen on."""
+    public_url: str = ""
+    """LIVECOMMERCE_PUBLIC_URL: URL printed for people (defaults to http://HOST:PORT)."""
+    token_secret: Secret | None = None
+    """LIVECOMMERCE_TOKEN_SECRET: HMAC key for viewer tokens (HS256). Required in production."""
+    token_ttl_s: int = 3600
+    """LIVECOMMERCE_TOKEN_TTL: lifetime of tokens minted by `livecommerce token`."""
+    allowed_origins: tuple[str, ...] = ()
+    """LIVECOMMERCE_ALLOWED_ORIGINS: comma-separated Origin allowlist; empty = same host only."""
+    max_frame_bytes: int = 16_384
+    """LIVECOMMERCE_MAX_FRAME_BYTES: largest WebSocket frame accepted from a client."""
+    rate_per_s: float = 20.0
+    """LIVECOMMERCE_RATE: commands per second a connection may send (token bucket refill)."""
+    rate_burst: int = 40
+    """LIVECOMMERCE_RATE_BURST: token bucket size for client commands."""
+    send_queue: int = 256
+    """LIVECOMMERCE_SEND_QUEUE: outbound messages queued per viewer before it is a slow consumer."""
+    send_buffer_bytes: int = 262_144
+    """LIVECOMMERCE_SEND_BUFFER: bytes not yet sent to a viewer before it is a slow consumer."""
+    stock_interval_s: float = 0.25
+    """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
+    drain_s: float = 10.0
+    """LIVECOMMERCE_DRAIN_SECONDS: bounded wait for viewers to go on shutdown."""
+    workers: int = 1
+    """LIVECOMMERCE_WORKERS: gateway processes (uvicorn workers) sharing shows through Redis."""
+    log_level: str = "info"
+    """LIVECOMMERCE_LOG_LEVEL: debug, info, warning, error. Logs are JSON lines on stderr; query
+    strings of `/ws` URLs and any token/key/secret URL parameter are written as `***`."""
+    demo: bool = True
+    """LIVECOMMERCE_DEMO: `livecommerce serve` seeds a demo show and prints its URLs."""
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    webhook_url: str = ""
+    """LIVECOMMERCE_WEBHOOK_URL: the fulfillment backend; empty = no relay."""
+    webhook_secret: Secret | None = None
+    """LIVECOMMERCE_WEBHOOK_SECRET: whsec_... signing secret(s); comma-separated during rotation."""
+    in_server: bool = False
+    """LIVECOMMERCE_RELAY_IN_SERVER: run the relay inside the gateway process."""
+    group: str = "fulfillment"
+    """LIVECOMMERCE_RELAY_GROUP: consumer group name on the orders streams."""
+    consumer: str = ""
+    """LIVECOMMERCE_RELAY_CONSUMER: this relay's consumer name (default host-pid)."""
+    max_attempts: int = 8
+    """LIVECOMMERCE_RELAY_MAX_ATTEMPTS: deliveries tried before an order is dead-lettered."""
+    timeout_s: float = 10.0
+    """LIVECOMMERCE_RELAY_TIMEOUT: seconds for one webhook request."""
+    claim_idle_s: float = 30.0
+    """LIVECOMMERCE_RELAY_CLAIM_IDLE: seconds before another relay claims a pending delivery."""
+    backoff_base_s: float = 0.5
+    """LIVECOMMERCE_RELAY_BACKOFF: first retry delay; doubles per attempt, with jitter."""
+    backoff_max_s: float = 60.0
+    """LIVECOMMERCE_RELAY_BACKOFF_MAX: cap on the retry delay."""
+    concurrency: int = 32
+    """LIVECOMMERCE_RELAY_CONCURRENCY: webhook requests in flight at once."""
+    max_deliveries: int = 10
+    """LIVECOMMERCE_RELAY_MAX_DELIVERIES: relays an order may be handed to before it is poison."""
+    trim_interval_s: float = 5.0
+    """LIVECOMMERCE_RELAY_TRIM_INTERVAL: seconds between trims of acknowledged orders; 0 = never."""
+    port: int = 0
+    """LIVECOMMERCE_RELAY_PORT: /livez /readyz /metrics port of `livecommerce relay`; 0 = off."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    inventory: InventorySettings = field(default_factory=InventorySettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        """Every setting as text, secrets masked (for logs and `livecommerce config`)."""
+        out: dict[str, dict[str, str]] = {}
+        for section in fields(self):
+            part = getattr(self, section.name)
+            out[section.name] = {f.name: str(getattr(part, f.name)) for f in fields(part)}
+        return out
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every LIVECOMMERCE_* variable once. Raises ConfigError naming a bad variable."""
+    env = Env(environ)
+    fsync = env.choice("APPENDFSYNC", "everysec", ("always", "everysec"))
+    redis = RedisSettings(
+        url=env.secret("REDIS_URL"),
+        data_dir=env.path("DATA_DIR", Path(".livecommerce")),
+        key_prefix=env.text("KEY_PREFIX", "lc"),
+        appendfsync=fsync,
+        wait_aof=env.flag("WAIT_AOF", True),
+    )
+    if redis.url is not None and not redis.url.reveal().startswith(
+        ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+    ):
+        raise ConfigError(PREFIX + "REDIS_URL", "expected a redis:// rediss:// or unix:// URL")
+    if not redis.key_prefix.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(PREFIX + "KEY_PREFIX", "letters, digits, - and _ only")
+    inventory = InventorySettings(
+        hold_ttl_s=env.integer("HOLD_TTL", 120, minimum=1, maximum=86_400),
+        idempotency_ttl_s=env.integer("IDEMPOTENCY_TTL", 86_400, minimum=60, maximum=30 * 86_400),
+        event_log_size=env.integer("EVENT_LOG_SIZE", 10_000, minimum=100, maximum=10_000_000),
+        ending_soon_s=env.integer("ENDING_SOON", 10, minimum=0, maximum=3600),
+        reap_interval_s=env.number("REAP_INTERVAL", 1.0, minimum=0.05, maximum=60),
+    )
+    token_secret = env.secret("TOKEN_SECRET")
+    if token_secret is not None and len(token_secret.reveal().encode()) < 32:
+        # HS256 keys shorter than the hash are guessable offline from one token (RFC 7518 3.2).
+        raise ConfigError(PREFIX + "TOKEN_SECRET", "at least 32 bytes")
+    gateway = GatewaySettings(
+        host=env.text("HOST", "127.0.0.1"),
+        port=env.integer("PORT", 8000, minimum=0, maximum=65_535),
+        public_url=env.text("PUBLIC_URL", ""),
+        token_secret=token_secret,
+        token_ttl_s=env.integer("TOKEN_TTL", 3600, minimum=10, maximum=30 * 86_400),
+        allowed_origins=env.items("ALLOWED_ORIGINS", ()),
+        max_frame_bytes=env.integer("MAX_FRAME_BYTES", 16_384, minimum=256, maximum=1 << 24),
+        rate_per_s=env.number("RATE", 20.0, minimum=0.1, maximum=100_000),
+        rate_burst=env.integer("RATE_BURST", 40, minimum=1, maximum=100_000),
+        send_queue=env.integer("SEND_QUEUE", 256, minimum=4, maximum=1_000_000),
+        send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
+        stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
+        drain_s=env.number("DRAIN_SECONDS", 10.0, minimum=0, maximum=600),
+        workers=env.integer("WORKERS", 1, minimum=1, maximum=256),
+        log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        demo=env.flag("DEMO", True),
+    )
+    relay = RelaySettings(
+        webhook_url=env.text("WEBHOOK_URL", ""),
+        webhook_secret=env.secret("WEBHOOK_SECRET"),
+        in_server=env.flag("RELAY_IN_SERVER", False),
+        group=env.text("RELAY_GROUP", "fulfillment"),
+        consumer=env.text("RELAY_CONSUMER", ""),
+        max_attempts=env.integer("RELAY_MAX_ATTEMPTS", 8, minimum=1, maximum=1000),
+        timeout_s=env.number("RELAY_TIMEOUT", 10.0, minimum=0.01, maximum=600),
+        claim_idle_s=env.number("RELAY_CLAIM_IDLE", 30.0, minimum=0.01, maximum=86_400),
+        backoff_base_s=env.number("RELAY_BACKOFF", 0.5, minimum=0.0, maximum=3600),
+        backoff_max_s=env.number("RELAY_BACKOFF_MAX", 60.0, minimum=0.0, maximum=86_400),
+        concurrency=env.integer("RELAY_CONCURRENCY", 32, minimum=1, maximum=10_000),
+        max_deliveries=env.integer("RELAY_MAX_DELIVERIES", 10, minimum=1, maximum=1000),
+        trim_interval_s=env.number("RELAY_TRIM_INTERVAL", 5.0, minimum=0.0, maximum=86_400),
+        port=env.integer("RELAY_PORT", 0, minimum=0, maximum=65_535),
+    )
+    return Settings(redis=redis, inventory=inventory, gateway=gateway, relay=relay)

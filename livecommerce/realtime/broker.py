@@ -1,0 +1,159 @@
+"""Brokers carry a show's live messages between gateway processes.
+
+:class:`Broker` is the seam; :class:`RedisBroker` (pub/sub, one subscription per show per
+process, subscribing waits for the server's confirmation) is the real one and
+:class:`MemoryBroker` serves unit tests.
+
+The Redis pub/sub client never retries by itself: a retried reconnect would re-subscribe quietly
+(redis-py's ``on_connect``), and what was published before the new subscription took effect
+would be lost without anyone knowing. Every loss reaches ``on_lost`` instead, and the hub has
+its viewers resume from the event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from livecommerce.store.keys import Keyspace
+
+log = logging.getLogger("livecommerce.hub")
+
+OnMessage = Callable[[str, bytes], None]
+
+
+class Broker(Protocol):
+    """Carries a show's live messages between gateway processes."""
+
+    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None: ...
+    async def subscribe(self, show: str) -> None:
+        """Returns once messages published from now on will be delivered."""
+
+    async def unsubscribe(self, show: str) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class MemoryBroker:
+    """In-process broker for unit tests: ``publish`` delivers to this process only."""
+
+    def __init__(self) -> None:
+        self.shows: set[str] = set()
+        self._on_message: OnMessage | None = None
+
+    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
+        self._on_message = on_message
+
+    async def subscribe(self, show: str) -> None:
+        self.shows.add(show)
+
+    async def unsubscribe(self, show: str) -> None:
+        self.shows.discard(show)
+
+    async def stop(self) -> None:
+        self.shows.clear()
+
+    def publish(self, show: str, message: dict[str, Any]) -> None:
+        if show in self.shows and self._on_message is not None:
+            self._on_message(show, orjson.dumps(message))
+
+
+class RedisBroker:
+    """One pub/sub connection per process; one channel per show with viewers here."""
+
+    def __init__(self, redis_url: str, keys: Keyspace) -> None:
+        self.redis_url = redis_url
+        self.keys = keys
+        self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._channels: dict[str, str] = {}
+        self._subscribed = asyncio.Event()
+        self._on_message: OnMessage | None = None
+        self._on_lost: Callable[[], None] | None = None
+
+    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._client = aioredis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
+        self._pubsub = self._client.pubsub()
+        self._task = asyncio.create_task(self._listen(), name="hub-pubsub")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The listener, for supervision (it only ends when stopped)."""
+        return self._task
+
+    async def subscribe(self, show: str) -> None:
+        channel = self.keys.channel(show)
+        self._channels[channel] = show
+        waiter = asyncio.get_running_loop().create_future()
+        self._confirm[channel] = waiter
+        await self._pubsub.subscribe(channel)
+        self._subscribed.set()
+        await asyncio.wait_for(waiter, timeout=10.0)
+
+    async def unsubscribe(self, show: str) -> None:
+        channel = self.keys.channel(show)
+        self._channels.pop(channel, None)
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.unsubscribe(channel)
+
+    async def _listen(self) -> None:
+        while True:
+            await self._subscribed.wait()
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
+                # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
+                log.warning("pub/sub connection lost: %s", exc)
+                self._lost()
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await self._pubsub.aclose()
+                assert self._client is not None
+                self._pubsub = self._client.pubsub()
+                self._subscribed.clear()
+                continue
+            if message is None:
+                if not self._pubsub.subscribed:
+                    self._subscribed.clear()
+                continue
+            kind = message["type"]
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if kind == "message":
+                show = self._channels.get(channel)
+                if show is not None and self._on_message is not None:
+                    self._on_message(show, message["data"])
+            elif kind == "subscribe":
+                waiter = self._confirm.pop(channel, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    def _lost(self) -> None:
+        for waiter in self._confirm.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("pub/sub connection lost"))
+        self._confirm.clear()
+        self._channels.clear()
+        if self._on_lost is not None:
+            self._on_lost()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
+                await self._pubsub.aclose()
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,248 @@
+"""What goes out to one viewer: the bounded, ordered :class:`Outbox`, and the lookup of the
+transport under uvicorn's ASGI ``send`` that lets the hub write a frame built once straight to
+every viewer's socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
+
+from websockets.protocol import OPEN, Side
+from websockets.protocol import Protocol as WSProtocol
+
+from livecommerce.realtime.codec import Encoding, Frame, parse_event_id
+
+log = logging.getLogger("livecommerce.hub")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@types.coroutine
+def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, None]:
+    """Drive a coroutine that was stepped by hand and suspended, from inside a task."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # forward cancellation and errors into the coroutine
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            yielded = coro.send(sent)
+        except StopIteration:
+            return
+
+
+def _asgi_owner(send: Callable[..., Any]) -> Any:
+    """The server object whose bound method sits under an ASGI ``send`` (uvicorn's protocol,
+    found through the wrappers' closures), or None."""
+    stack: list[Any] = [send]
+    seen: set[int] = set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or len(seen) > 64:
+            continue
+        seen.add(id(obj))
+        owner = getattr(obj, "__self__", None)
+        transport = getattr(owner, "transport", None)
+        if transport is not None and hasattr(transport, "get_write_buffer_size"):
+            return owner
+        for cell in getattr(obj, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                value = cell.cell_contents
+                if callable(value):
+                    stack.append(value)
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            stack.append(wrapped)
+    return None
+
+
+def find_transport(send: Callable[..., Any]) -> Any:
+    """The asyncio transport under an ASGI ``send`` (uvicorn), or None.
+
+    Used to read how many bytes wait to go out (``get_write_buffer_size``): uvicorn's
+    WebSocket send never waits for the network, so that number is the real backlog of a viewer.
+    """
+    owner = _asgi_owner(send)
+    return None if owner is None else owner.transport
+
+
+def find_direct(send: Callable[..., Any]) -> Any:
+    """uvicorn's websockets-sansio protocol under ``send`` when frames may bypass the ASGI send.
+
+    That protocol's ``send`` of a ``websocket.send`` event is: wait while the transport is paused
+    for writing (``writable``), refuse once closing (``close_sent``, ``disconnected``, the
+    ``websockets`` connection no longer OPEN), else serialize the frame and ``transport.write``
+    it. Without extensions the frame is the same bytes for every viewer, so the hub builds it
+    once (:meth:`~livecommerce.realtime.codec.Frame.wire`) and writes it to each transport itself,
+    as
+    ``websockets.broadcast`` does. Anything else (another server or WebSocket implementation,
+    permessage-deflate) returns None and keeps the ASGI path.
+    """
+    owner = _asgi_owner(send)
+    conn = getattr(owner, "conn", None)
+    if not isinstance(conn, WSProtocol) or conn.side is not Side.SERVER or conn.extensions:
+        return None
+    if not isinstance(getattr(owner, "writable", None), asyncio.Event):
+        return None
+    if not all(hasattr(owner, name) for name in ("close_sent", "disconnected")):
+        return None
+    return owner
+
+
+class Outbox:
+    """What goes out to one viewer, in order, bounded.
+
+    ``push`` never awaits: when nothing is queued the frame is written at once (straight to the
+    transport under uvicorn's websockets-sansio protocol, see :func:`find_direct`; else through
+    the ASGI send, which completes without suspending unless the transport is paused); otherwise
+    it is queued for the writer task. While ``holding`` (during join) live frames are kept aside
+    to be released after the snapshot.
+    """
+
+    def __init__(self, encoding: Encoding, send: ASGISend, *, max_queue: int, max_buffer: int,
+                 on_overflow: Callable[[Outbox], None]) -> None:  # fmt: skip
+        self.encoding = encoding
+        self._send = send
+        self._direct = find_direct(send)
+        self._transport = (
+            self._direct.transport if self._direct is not None else find_transport(send)
+        )
+        self.max_queue = max_queue
+        self.max_buffer = max_buffer
+        self._on_overflow = on_overflow
+        self._queue: deque[Frame] = deque()
+        self._held: list[Frame] | None = None
+        self._pending: tuple[Coroutine[Any, Any, Any], Any] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.overflowed = False
+        self.sent = 0
+
+    # -- holding during join ------------------------------------------------------------------
+    def hold(self) -> None:
+        self._held = []
+
+    def push_live(self, frame: Frame) -> None:
+        """A frame from the hub: kept aside while holding, else sent."""
+        if self._held is not None:
+            if len(self._held) >= self.max_queue:
+                self._overflow()
+                return
+            self._held.append(frame)
+            return
+        self.push(frame)
+
+    def release(self, after_event_id: str | None) -> None:
+        """Send what arrived while holding, minus durable events the viewer already has."""
+        held, self._held = self._held or [], None
+        floor = parse_event_id(after_event_id) if after_event_id else (0, 0)
+        for frame in held:
+            if frame.event_id is not None and parse_event_id(frame.event_id) <= floor:
+                continue
+            self.push(frame)
+
+    # -- sending ------------------------------------------------------------------------------
+    def push(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        if self._queue or self._pending is not None:
+            if len(self._queue) >= self.max_queue:
+                self._overflow()
+                return
+            self._queue.append(frame)
+            self._wake.set()
+            return
+        self._write_now(frame)
+
+    def _write_now(self, frame: Frame) -> None:
+        direct = self._direct
+        if direct is not None:
+            if direct.writable.is_set():
+                # What uvicorn's send does, minus the ASGI event, the coroutine and the framing
+                # of the same bytes once per viewer.
+                if direct.close_sent or direct.disconnected or direct.conn.state is not OPEN:
+                    self.closed = True  # the ASGI send would raise: the client is gone
+                    return
+                direct.transport.write(frame.wire(self.encoding))
+                self.sent += 1
+                self._check_buffer()
+                return
+            # Paused for writing: the writer task waits for the transport, in order.
+            self._queue.append(frame)
+            self._wake.set()
+            self._ensure_writer()
+            return
+        coro = self._send(frame.asgi(self.encoding))
+        try:
+            yielded = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            self.sent += 1
+            self._check_buffer()
+            return
+        except Exception:  # the client is gone; the endpoint's receive loop will see it
+            self.closed = True
+            return
+        # The server applies back-pressure: let the writer task finish this send.
+        self._pending = (coro, yielded)  # type: ignore[assignment]
+        self._wake.set()
+        self._ensure_writer()
+
+    def _check_buffer(self) -> None:
+        if self._transport is not None:
+            try:
+                backlog = self._transport.get_write_buffer_size()
+            except Exception:  # closed transport
+                return
+            if backlog > self.max_buffer:
+                self._overflow()
+
+    def _overflow(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.overflowed = True
+        self._queue.clear()
+        self._held = None
+        self._on_overflow(self)
+
+    def _ensure_writer(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_loop(), name="outbox")
+
+    async def _write_loop(self) -> None:
+        while not self.closed:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._pending is not None:
+                    coro, yielded = self._pending
+                    await _finish(coro, yielded)
+                    self._pending = None
+                    self.sent += 1
+                while self._queue and not self.closed:
+                    frame = self._queue.popleft()
+                    await self._send(frame.asgi(self.encoding))
+                    self.sent += 1
+                    self._check_buffer()
+            except Exception:
+                self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self._pending is not None:
+            self._pending[0].close()
+            self._pending = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

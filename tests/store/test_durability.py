@@ -1,0 +1,83 @@
+"""`durable: true` must mean "fsynced". With a Valkey that never fsyncs on its own
+(appendfsync no), no order may come back durable -- also while other requests keep the pool's
+connections busy (WAITAOF only covers writes made on the connection it is sent on)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from livecommerce.core.config import load
+from livecommerce.core.model import DropSpec
+from livecommerce.store.durability import AofBarrier
+from livecommerce.store.embedded import EmbeddedValkey
+from livecommerce.store.inventory import Inventory
+from livecommerce.store.keys import Keyspace
+
+
+async def test_the_barrier_covers_writes_made_on_other_connections(tmp_path: Path) -> None:
+    """The order scripts and the barrier use different connections; WAITAOF alone would only
+    look at the barrier's own (write-free) connection and answer "fsynced" at once."""
+    with EmbeddedValkey(tmp_path / "valkey", appendfsync="no") as server:
+        writer = aioredis.Redis.from_url(server.url)
+        waiter = aioredis.Redis.from_url(server.url)  # its own pool: never the writer's socket
+        try:
+            barrier = AofBarrier(waiter, "d:aofbarrier", timeout_ms=150)
+            assert await barrier.detect() == "waitaof"
+            await writer.set("d:order", "confirmed")
+            assert await barrier.wait() is False  # nothing was fsynced
+        finally:
+            await writer.aclose()
+            await waiter.aclose()
+
+
+async def test_orders_on_a_server_that_never_fsyncs_are_not_durable(tmp_path: Path) -> None:
+    with EmbeddedValkey(tmp_path / "valkey", appendfsync="no") as server:
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            inv = Inventory(client, Keyspace("d"), load({}))
+            await inv.load()
+            assert inv.durability.mode == "waitaof"
+            inv.durability.timeout_ms = 150
+            await inv.create_show("s", title="Show")
+            await inv.create_drop(
+                "s", DropSpec(id="d", sku="k", title="t", quantity=50, limit=50, prices={"EUR": 1})
+            )
+            stop = asyncio.Event()
+
+            async def reader() -> None:  # other traffic on other connections of the pool
+                while not stop.is_set():
+                    await client.get("d:unrelated")
+
+            readers = [asyncio.create_task(reader()) for _ in range(8)]
+            try:
+                outcomes = []
+                for i in range(10):
+                    outcomes.append(await inv.buy_now("s", "d", f"v{i}", 1, f"r{i}", "pm"))
+            finally:
+                stop.set()
+                await asyncio.gather(*readers)
+            assert all(o.ok and o.order for o in outcomes)
+            assert [o.durable for o in outcomes] == [False] * 10
+        finally:
+            await client.aclose()
+
+
+async def test_orders_on_the_default_server_are_durable(tmp_path: Path) -> None:
+    with EmbeddedValkey(tmp_path / "valkey") as server:  # appendfsync everysec, as shipped
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            inv = Inventory(client, Keyspace("d"), load({}))
+            await inv.load()
+            await inv.create_show("s", title="Show")
+            await inv.create_drop(
+                "s", DropSpec(id="d", sku="k", title="t", quantity=5, limit=5, prices={"EUR": 1})
+            )
+            outcomes = await asyncio.gather(
+                *(inv.buy_now("s", "d", f"v{i}", 1, f"r{i}", "pm") for i in range(5))
+            )
+            assert [o.durable for o in outcomes] == [True] * 5
+        finally:
+            await client.aclose()
