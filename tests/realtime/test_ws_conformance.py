@@ -1,5 +1,5 @@
 """RFC 6455 corner cases at the viewer endpoint, sent frame by frame from a raw socket (the
-Autobahn cases we once failed; the whole Autobahn run is scripts/autobahn.py)."""
+Autobahn cases we once failed; the whole Autobahn run is scripts/conformance.py)."""
 
 from __future__ import annotations
 
