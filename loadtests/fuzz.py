@@ -175,6 +175,9 @@ def _common(msg: Callable[[Any], Frame], truncated: Callable[..., Frame],
 @dataclass
 class Tally:
     frames: int = 0
+    """Frames written to a socket."""
+    confirmed: int = 0
+    """Frames the server provably handled (see :meth:`FuzzConnection.send_batch`)."""
     reconnects: int = 0
     replies: collections.Counter[str] = field(default_factory=collections.Counter)
     closes: collections.Counter[int] = field(default_factory=collections.Counter)
@@ -182,7 +185,8 @@ class Tally:
     """Results with ``ok``: the only commands allowed to have changed the store."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "reconnects": self.reconnects,
+        return {"frames": self.frames, "confirmed": self.confirmed,
+                "reconnects": self.reconnects,
                 "replies": dict(self.replies), "closes": {str(k): v for k, v in
                 self.closes.items()}, "accepted_commands": len(self.accepted)}  # fmt: skip
 
@@ -219,10 +223,15 @@ class FuzzConnection:
         return value
 
     def send_batch(self, batch: list[Frame]) -> None:
-        """Send every frame, then ping and read to the pong; reopen after a close."""
+        """Send every frame, then ping and read to the pong; reopen after a close.
+
+        ``tally.confirmed`` counts the frames the server provably handled: the whole batch when
+        the pong came back (frames are handled in order), or when the server closed with 1007 or
+        1009 and the frame that does that was the batch's last."""
         if self.ws is None:
             self.ws = self._open()
         ws = self.ws
+        code: int | None = None
         try:
             for frame in batch:
                 ws.send(frame.data, opcode=frame.opcode)
@@ -232,8 +241,24 @@ class FuzzConnection:
             ws.send(_encoded(self.encoding, ping),
                     opcode=TEXT if self.encoding is Encoding.JSON else BINARY)  # fmt: skip
             self._read_until(ping["id"])
-        except (websocket.WebSocketConnectionClosedException, ConnectionError, ClosedByServer):
-            self._reopen()
+            self.tally.confirmed += len(batch)
+            return
+        except ClosedByServer as exc:
+            code = exc.code
+        except (websocket.WebSocketException, ConnectionError):
+            code = self._close_code()  # the close frame may still wait in the receive buffer
+        if code in (1007, 1009) and batch and batch[-1].kind in KILLERS:
+            self.tally.confirmed += len(batch)
+        self._reopen()
+
+    def _close_code(self) -> int | None:
+        try:
+            self._read_until("")
+        except ClosedByServer as exc:
+            return exc.code
+        except (websocket.WebSocketException, ConnectionError, OSError, ValueError):
+            return None
+        return None
 
     def _read_until(self, ping_id: str) -> None:
         assert self.ws is not None
