@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import struct
@@ -62,6 +63,8 @@ class Viewer(asyncio.Protocol):
         self.buffer = b""
         self.received = 0
         self.lost = False
+        self.lost_at = 0.0
+        self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -76,6 +79,9 @@ class Viewer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
+        close = data.rfind(b"\x88")
+        if close >= 0 and len(data) >= close + 4 and data[close + 1] < 126:
+            self.close_code = int.from_bytes(data[close + 2 : close + 4], "big")
         if not self.joined.done():
             self.buffer += data
             if not self.upgraded:
@@ -93,6 +99,7 @@ class Viewer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.lost_at = time.monotonic()
         if not self.joined.done():
             self.joined.set_exception(ConnectionError(str(exc)))
 
@@ -175,6 +182,8 @@ async def run(stack: LocalStack, args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(1 / args.events_per_s)
     samples.append((time.monotonic() - t0, rss_kb(pid)))
     lost = sum(v.lost for v in viewers)
+    codes = collections.Counter(str(v.close_code) for v in viewers if v.lost)
+    lost_after = sorted(round(v.lost_at - t0) for v in viewers if v.lost)
     received = sum(v.received for v in viewers)
     for v in viewers:
         v.transport.close()
@@ -187,7 +196,8 @@ async def run(stack: LocalStack, args: argparse.Namespace) -> dict[str, Any]:
         "soak_rss_first_kb": samples[0][1], "soak_rss_last_kb": samples[-1][1],
         "soak_growth_kb": samples[-1][1] - samples[0][1],
         "soak_slope_kb_per_min": round(slope_kb_per_min(samples), 1),
-        "viewers_lost": lost, "bytes_received": received,
+        "viewers_lost": lost, "lost_close_codes": dict(codes),
+        "lost_after_s": lost_after[:1] + lost_after[-1:], "bytes_received": received,
         "samples": samples,
     }  # fmt: skip
 

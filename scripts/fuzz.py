@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     mean = (args.min_batch + args.max_batch) / 2
     # Frames after the one that ends a batch's connection are dropped: aim higher.
-    examples = math.ceil(args.frames / (mean * (1 + args.mutants)) * 1.8)
+    examples = math.ceil(args.frames / (mean * (1 + args.mutants)) * 2.8)
     with (
         tempfile.TemporaryDirectory(prefix="fuzz-") as tmp,
         LocalStack(Path(tmp), relay=False, env=STACK_ENV) as stack,
