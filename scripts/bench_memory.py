@@ -1,8 +1,8 @@
 """Memory per viewer: one gateway process (``livecommerce serve``, one worker, real Valkey) holding
 thousands of idle viewers, and its growth over a soak with drops and event traffic.
 
-Viewers are minimal raw WebSocket clients in this process (asyncio protocols that join and then
-discard what arrives), so the figure is the server's alone. RSS is read from /proc/<pid>/status.
+Viewers are minimal raw WebSocket clients in this process (asyncio protocols that join, answer
+the server's keepalive pings and discard everything else), so the figure is the server's alone. RSS is read from /proc/<pid>/status.
 
 - per viewer: (RSS with ``--viewers`` joined - RSS with ``--base`` joined) / (viewers - base);
 - soak: ``--soak-s`` seconds with a new drop every 10 s and ``--events-per-s`` restocks (each an
@@ -45,16 +45,16 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def masked(payload: bytes) -> bytes:
+def masked(payload: bytes, opcode: int = 0x1) -> bytes:
     mask = os.urandom(4)
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    header = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
+    n, first = len(payload), 0x80 | opcode
+    header = struct.pack("!BB", first, 0x80 | n) if n < 126 else struct.pack("!BBH", first, 0xFE, n)
     return header + mask + body
 
 
 class Viewer(asyncio.Protocol):
-    """Handshake, join, then count and discard every byte (an idle viewer that keeps up)."""
+    """Handshake, join, answer pings, discard the rest (an idle viewer that keeps up)."""
 
     def __init__(self, port: int, join: bytes, joined: asyncio.Future[None]) -> None:
         self.port = port
@@ -79,9 +79,6 @@ class Viewer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        close = data.rfind(b"\x88")
-        if close >= 0 and len(data) >= close + 4 and data[close + 1] < 126:
-            self.close_code = int.from_bytes(data[close + 2 : close + 4], "big")
         if not self.joined.done():
             self.buffer += data
             if not self.upgraded:
@@ -95,7 +92,34 @@ class Viewer(asyncio.Protocol):
                 self.transport.write(masked(self.join))
             if b"snapshot" in self.buffer:
                 self.joined.set_result(None)
-                self.buffer = b""
+            else:
+                return
+        else:
+            self.buffer += data
+        self._frames()
+
+    def _frames(self) -> None:
+        """Walk the server's frames: answer pings (RFC 6455 5.5.2), note a close, drop the rest."""
+        buf = self.buffer
+        while len(buf) >= 2:
+            opcode, n, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, start = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, start = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < start + n:
+                break
+            payload = buf[start : start + n]
+            if opcode == 0x9:
+                self.transport.write(masked(payload, opcode=0xA))
+            elif opcode == 0x8 and n >= 2:
+                self.close_code = int.from_bytes(payload[:2], "big")
+            buf = buf[start + n :]
+        self.buffer = buf
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
