@@ -2,7 +2,8 @@
 thousands of idle viewers, and its growth over a soak with drops and event traffic.
 
 Viewers are minimal raw WebSocket clients in this process (asyncio protocols that join, answer
-the server's keepalive pings and discard everything else), so the figure is the server's alone. RSS is read from /proc/<pid>/status.
+the server's keepalive pings and discard everything else), so the figure is the server's alone.
+RSS is read from /proc/<pid>/status.
 
 - per viewer: (RSS with ``--viewers`` joined - RSS with ``--base`` joined) / (viewers - base);
 - soak: ``--soak-s`` seconds with a new drop every 10 s and ``--events-per-s`` restocks (each an
