@@ -70,7 +70,7 @@ def render() -> str:
     for section, rows in field_docs().items():
         parts.append(f"\n## {section}\n\n| variable | default | meaning |\n|---|---|---|")
         for var, default, text in rows:
-            text = text.replace("|", "\\|")
+            text = " ".join(text.split()).replace("|", "\\|")  # one table row
             parts.append(f"| `{var}` | {f'`{default}`' if default else ''} | {text} |")
     parts.append(FOOTER)
     return "\n".join(parts) + "\n"

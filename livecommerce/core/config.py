@@ -203,7 +203,8 @@ class GatewaySettings:
     workers: int = 1
     """LIVECOMMERCE_WORKERS: gateway processes (uvicorn workers) sharing shows through Redis."""
     log_level: str = "info"
-    """LIVECOMMERCE_LOG_LEVEL: debug, info, warning, error."""
+    """LIVECOMMERCE_LOG_LEVEL: debug, info, warning, error. Logs are JSON lines on stderr; query
+    strings of `/ws` URLs and any token/key/secret URL parameter are written as `***`."""
     demo: bool = True
     """LIVECOMMERCE_DEMO: `livecommerce serve` seeds a demo show and prints its URLs."""
 

@@ -6,6 +6,7 @@
     ├── ConfigError            a LIVECOMMERCE_* variable is missing or malformed
     ├── StoreError             Redis/Valkey unreachable or refused a command
     │   └── EmbeddedServerError
+    │       └── DataDirInUseError  another live process holds the data directory's lock
     ├── ValidationError        bad input from a caller; nothing was changed (has .field)
     ├── NotFoundError          unknown show, drop, product, hold or key (has .kind and .ident)
     ├── ConflictError          the thing exists already or is in a state that forbids the action
@@ -40,6 +41,17 @@ class StoreError(LivecommerceError):
 
 class EmbeddedServerError(StoreError):
     """The embedded Valkey server could not be started or stopped."""
+
+
+class DataDirInUseError(EmbeddedServerError):
+    """Another live process holds the data directory's lock: two servers never share an AOF."""
+
+    def __init__(self, data_dir: object, holder: str) -> None:
+        super().__init__(
+            f"data directory {data_dir} is in use by another livecommerce process (pid {holder});"
+            " stop it, or give this one its own LIVECOMMERCE_DATA_DIR"
+        )
+        self.holder = holder
 
 
 class ValidationError(LivecommerceError):

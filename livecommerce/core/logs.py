@@ -1,9 +1,10 @@
 """JSON logs: one object per line on stderr (``ts``, ``level``, ``logger``, ``msg``, extras).
 
 Logs never carry credentials or payment references: no code logs them, and as a safety net every
-line passes :func:`redact`, which masks anything shaped like a viewer token (JWT), a host or
-operator key, a webhook secret, or a ``payment_reference`` or ``token`` value -- also in the
-frames websockets logs at debug level, cut short (docs/privacy.md).
+record passes :class:`RedactFilter` and every line :func:`redact`, which drops the query string
+of ``/ws`` URLs and any token/key/secret URL parameter, and masks anything shaped like a viewer
+token (JWT), a host or operator key, a webhook secret, or a ``payment_reference`` or ``token``
+value -- also in the frames websockets logs at debug level, cut short (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -31,11 +32,42 @@ _FIELDS = re.compile(
     r"""((?:payment_reference|token)\\?['"]?\s*[:=]\s*\\?['"]?)([^'",}\s\\]+)"""
 )  # also inside JSON-escaped text (a logged frame: \"token\":\"...\")
 MASK = "[redacted]"
+# A client may wrongly put its viewer token in the WebSocket URL (``/ws?token=...``) and a script
+# its host key in any URL; uvicorn logs the path with the query string. Neither belongs in a log.
+_WS_QUERY = re.compile(r"(/ws)\?[^\s\"']*")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;][a-z0-9_.-]*(?:token|key|secret|password|signature)[a-z0-9_.-]*=)[^&;\s\"']*"
+)
+REDACTED = "***"
 
 
 def redact(text: str) -> str:
-    """``text`` with tokens, keys, secrets and payment references masked."""
+    """``text`` without the query string of ``/ws`` URLs and token/key URL parameters, and with
+    tokens, keys, secrets and payment references masked."""
+    if "?" in text:
+        text = _SECRET_PARAM.sub(r"\1" + REDACTED, _WS_QUERY.sub(r"\1?" + REDACTED, text))
     return _FIELDS.sub(lambda m: m.group(1) + MASK, _SECRETS.sub(MASK, text))
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites every record's message (and string extras) through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+def install_redaction(logger: logging.Logger | None = None) -> None:
+    """Add :class:`RedactFilter` to every handler of ``logger`` (the root by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,6 +90,7 @@ def configure(level: str = "info") -> None:
     """Route every logger (uvicorn's too) through one JSON handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

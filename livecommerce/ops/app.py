@@ -106,6 +106,9 @@ def create_app(
         gateway = Gateway(services)
         services.extras["gateway"] = gateway
         await gateway.start()
+        for task in gateway.supervised():  # readiness reports them if they ever stop
+            task.add_done_callback(_report_stopped)
+        services.extras["tasks"] = [*tasks, *gateway.supervised()]
         relay = server_relay(services.redis, keys, settings, registry=services.registry)
         if relay is not None:
             services.extras["relay"] = relay

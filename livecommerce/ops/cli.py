@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from livecommerce import __version__
+from livecommerce.core import logs
 from livecommerce.core.config import Secret, load
 from livecommerce.core.errors import LivecommerceError
 
@@ -34,7 +35,6 @@ def _set_env(name: str, value: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from livecommerce.core import logs
     from livecommerce.ops.runner import serve
 
     logs.configure(os.environ.get("LIVECOMMERCE_LOG_LEVEL", "info"))  # the service logs JSON
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    logs.install_redaction()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

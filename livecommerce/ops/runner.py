@@ -25,6 +25,7 @@ from livecommerce.core.config import Secret, Settings
 from livecommerce.core.errors import ConfigError
 from livecommerce.fulfillment.sink import WEBHOOK_PATH
 from livecommerce.fulfillment.webhooks import generate_secret
+from livecommerce.realtime.wsprotocol import WS_PROTOCOL
 from livecommerce.store.embedded import EmbeddedValkey, free_port
 from livecommerce.store.services import Services
 
@@ -128,6 +129,7 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
         lifespan="on",
         log_config=None,
         access_log=False,
+        ws=WS_PROTOCOL,
         ws_max_size=g.max_frame_bytes,
         ws_per_message_deflate=False,  # measured: doubles broadcast CPU (docs/protocol.md)
         timeout_graceful_shutdown=max(int(g.drain_s), 1),
@@ -181,6 +183,7 @@ def _serve_workers(settings: Settings, redis_url: str) -> int:
         workers=g.workers,
         log_config=None,
         access_log=False,
+        ws=WS_PROTOCOL,
         ws_max_size=g.max_frame_bytes,
         ws_per_message_deflate=False,
     )

@@ -3,6 +3,11 @@
 :class:`Broker` is the seam; :class:`RedisBroker` (pub/sub, one subscription per show per
 process, subscribing waits for the server's confirmation) is the real one and
 :class:`MemoryBroker` serves unit tests.
+
+The Redis pub/sub client never retries by itself: a retried reconnect would re-subscribe quietly
+(redis-py's ``on_connect``), and what was published before the new subscription took effect
+would be lost without anyone knowing. Every loss reaches ``on_lost`` instead, and the hub has
+its viewers resume from the event log.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from livecommerce.store.keys import Keyspace
 
@@ -77,9 +84,14 @@ class RedisBroker:
     async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
         self._on_message = on_message
         self._on_lost = on_lost
-        self._client = aioredis.Redis.from_url(self.redis_url)
+        self._client = aioredis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
         self._pubsub = self._client.pubsub()
         self._task = asyncio.create_task(self._listen(), name="hub-pubsub")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The listener, for supervision (it only ends when stopped)."""
+        return self._task
 
     async def subscribe(self, show: str) -> None:
         channel = self.keys.channel(show)
@@ -101,7 +113,8 @@ class RedisBroker:
             await self._subscribed.wait()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError, RuntimeError) as exc:
+            except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
+                # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
                 log.warning("pub/sub connection lost: %s", exc)
                 self._lost()
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
@@ -115,7 +128,8 @@ class RedisBroker:
                     self._subscribed.clear()
                 continue
             kind = message["type"]
-            channel = message["channel"].decode()
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
             if kind == "message":
                 show = self._channels.get(channel)
                 if show is not None and self._on_message is not None:

