@@ -44,9 +44,10 @@ REDACTED = "***"
 def redact(text: str) -> str:
     """``text`` without the query string of ``/ws`` URLs and token/key URL parameters, and with
     tokens, keys, secrets and payment references masked."""
-    if "?" in text:
+    text = _FIELDS.sub(lambda m: m.group(1) + MASK, _SECRETS.sub(MASK, text))
+    if "?" in text:  # then URLs: their token/key parameters say *** whatever was masked above
         text = _SECRET_PARAM.sub(r"\1" + REDACTED, _WS_QUERY.sub(r"\1?" + REDACTED, text))
-    return _FIELDS.sub(lambda m: m.group(1) + MASK, _SECRETS.sub(MASK, text))
+    return text
 
 
 class RedactFilter(logging.Filter):

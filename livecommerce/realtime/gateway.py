@@ -510,8 +510,15 @@ class Gateway:
             cmd.payment_reference,
         )  # fmt: skip
         if early is not None:  # answered without Redis by the store's own checks
-            return result_message(cmd, early)
+            return result_message(cmd, self._stamped(early))
         return self._edge_reply(show, cmd)
+
+    def _stamped(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with a server time: a refusal made before the store was asked carries this
+        process's estimate of the store clock (the protocol promises the server clock)."""
+        if outcome.now_ms:
+            return outcome
+        return dataclasses.replace(outcome, now_ms=self.server_time_ms())
 
     def _edge_reply(self, show: str, cmd: Command) -> dict[str, Any] | None:
         now = self.server_time_ms()
@@ -582,8 +589,7 @@ class Gateway:
             conn.send(error(ErrorCode.UNAVAILABLE, "store unavailable; retry with the same id",
                             request_id=cmd.request_id).message)  # fmt: skip
             return
-        if not outcome.now_ms:  # refused before the store was asked: our estimate of its clock
-            outcome = dataclasses.replace(outcome, now_ms=self.server_time_ms())
+        outcome = self._stamped(outcome)
         if cmd.op in (Op.RESERVE, Op.BUY_NOW):
             self.metrics.reserve_seconds.observe(time.perf_counter() - started)
         self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))
