@@ -20,8 +20,6 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +32,7 @@ from livecommerce.realtime.admission import Admission
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.chat import Moderate, Post, React
 from livecommerce.realtime.codec import Encoding, Frame, negotiate, parse_event_id
+from livecommerce.realtime.connection import Connection
 from livecommerce.realtime.edge import EdgeView
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
@@ -81,48 +80,6 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     if allowed:
         return "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}
     return host is not None and urlsplit(origin).netloc.lower() == host.lower()
-
-
-class Connection:
-    __slots__ = (
-        "address",
-        "buffered",
-        "closing",
-        "encoding",
-        "next_receive",
-        "outbox",
-        "session",
-        "show",
-        "viewer",
-        "websocket",
-    )
-
-    def __init__(self, websocket: WebSocket, encoding: Encoding, outbox: Outbox,
-                 session: Session) -> None:  # fmt: skip
-        self.websocket = websocket
-        self.encoding = encoding
-        self.outbox = outbox
-        self.session = session
-        self.show: str | None = None
-        self.closing = False
-        self.address = ""
-        """The client address limits and blocks apply to (realtime.admission)."""
-        self.viewer = ""
-        """The viewer id counted against the per-viewer connection limit, once joined."""
-        self.buffered: deque[MutableMapping[str, Any]] = deque()
-        """Frames received while an attempt waited in line, not yet handled."""
-        self.next_receive: asyncio.Future[MutableMapping[str, Any]] | None = None
-
-    async def receive(self) -> MutableMapping[str, Any]:
-        if self.buffered:
-            return self.buffered.popleft()
-        if self.next_receive is not None:
-            pending, self.next_receive = self.next_receive, None
-            return await pending
-        return await self.websocket.receive()
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.outbox.push(Frame(message))
 
 
 class Gateway:
