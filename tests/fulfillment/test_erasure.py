@@ -10,8 +10,7 @@ import os
 import random
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -19,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from helpers.browser import Running, api_app, serve
 from helpers.http import http_server
+from helpers.polling import eventually
 from helpers.privacy import SHOWS, display_name, seed
 from prometheus_client import CollectorRegistry
 
@@ -38,15 +38,6 @@ from livecommerce.web.operatorkeys import OperatorKeys
 
 RELAY = RelaySettings(backoff_base_s=0.001, backoff_max_s=0.01, claim_idle_s=5, max_attempts=50,
                       trim_interval_s=0.05)  # fmt: skip
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds (a bound, not a timing)."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -89,7 +80,7 @@ async def test_erasure_replaces_the_viewer_everywhere_and_keeps_the_accounts(
     await seed(redis, keyspace, inventory, "alice")
     await seed(redis, keyspace, inventory, "bob")
     async with relay_to_sink(redis, keyspace):  # everything delivered before the erasure
-        await eventually(lambda: drained(redis, keyspace))
+        await eventually(lambda: drained(redis, keyspace), within=30.0)
     sales = [await inventory.sales(show) for show in SHOWS]
     bob = await privacy.export(redis, keyspace, "bob")
 
@@ -105,7 +96,7 @@ async def test_erasure_replaces_the_viewer_everywhere_and_keeps_the_accounts(
     report_audit = await audit(redis, keyspace)
     assert report_audit.ok, report_audit.summary()
     async with relay_to_sink(redis, keyspace):  # ...then order.erased goes through the relay
-        await eventually(lambda: drained(redis, keyspace))
+        await eventually(lambda: drained(redis, keyspace), within=30.0)
     gone = await privacy.export(redis, keyspace, "alice")
     assert gone["found"] == [] and gone["shows"] == {}, gone
     dump = b"".join((await redis.hgetall(keyspace.sink_received)).values())
@@ -226,7 +217,7 @@ async def test_undelivered_orders_still_reach_the_backend_pseudonymised(
     report_audit = await audit(redis, keyspace)
     assert report_audit.ok, report_audit.summary()
     async with relay_to_sink(redis, keyspace):
-        await eventually(lambda: drained(redis, keyspace))
+        await eventually(lambda: drained(redis, keyspace), within=30.0)
     received = await sink_mod.received(redis, keyspace)
     assert len(received) == 4  # every order, once
     assert {r.order["viewer"] for r in received.values()} == {report["pseudonym"]}
@@ -290,7 +281,7 @@ async def test_erasure_during_a_running_burst_keeps_the_audit_passing(
         groups = await redis.xinfo_groups(keyspace.orders(show))
         return all(not int(g["pending"]) and not int(g.get("lag") or 0) for g in groups)
 
-    await eventually(delivered)
+    await eventually(delivered, within=30.0)
     await relay.stop()
     final = await audit(redis, keyspace)
     assert final.ok, final.summary()

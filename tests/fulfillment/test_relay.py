@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import free_port
 from helpers.http import http_server, silent_server
+from helpers.polling import eventually
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ResponseError
 from standardwebhooks import Webhook
@@ -52,13 +53,6 @@ FAST = RelaySettings(
 
 
 # -- helpers -------------------------------------------------------------------------------------
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds (a bound, not a timing)."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 async def add_show(redis: aioredis.Redis, ks: Keyspace, show: str) -> None:

@@ -10,14 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from helpers.polling import eventually
 
 from livecommerce.core.config import Settings
 from livecommerce.core.model import DropSpec
@@ -74,7 +74,7 @@ class Processes:
 
     async def start_sink(self) -> subprocess.Popen[bytes]:
         proc = self.spawn("sink", ["sink", "--port", str(self.sink_port)], {})
-        await until(lambda: self._up(proc, self.sink_url + "/livez"))
+        await eventually(lambda: self._up(proc, self.sink_url + "/livez"), within=30.0)
         return proc
 
     async def start_relay(self, name: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -85,7 +85,7 @@ class Processes:
             {**FAST_RELAY, "LIVECOMMERCE_WEBHOOK_URL": self.sink_url + WEBHOOK_PATH, **env},
         )
         base = f"http://127.0.0.1:{port}"
-        await until(lambda: self._up(proc, base + "/readyz"))
+        await eventually(lambda: self._up(proc, base + "/readyz"), within=30.0)
         return proc, base
 
     async def _up(self, proc: subprocess.Popen[bytes], url: str) -> bool:
@@ -112,14 +112,6 @@ def procs(tmp_path: Path, redis_url: str, keyspace: Keyspace) -> Iterator[Proces
     p = Processes(tmp_path, redis_url, keyspace, generate_secret())
     yield p
     p.kill_all()
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def metric(base: str, name: str) -> float:
@@ -164,11 +156,13 @@ async def test_sink_down_for_a_while_then_up_delivers_everything_once(
     orders = await buy(inventory, "f1", 15) + await buy(inventory, "f2", 15)
     _relay, base = await procs.start_relay("r1")
     # the sink is down: the relay keeps failing (connection refused) and retrying
-    await until(lambda: _ge(metric(base, "livecommerce_relay_failures_total"), 10))
+    await eventually(
+        lambda: _ge(metric(base, "livecommerce_relay_failures_total"), 10), within=30.0
+    )
     assert await sink_mod.received_count(redis, keyspace) == 0
     await procs.start_sink()
     orders += await buy(inventory, "f1", 10, start=100)
-    await until(lambda: received(redis, keyspace, len(orders)))
+    await eventually(lambda: received(redis, keyspace, len(orders)), within=30.0)
     report = await audit(redis, keyspace)
     assert report.ok, report.as_dict()
     assert report.received == report.confirmed == len(orders) == 40
@@ -185,7 +179,7 @@ async def test_relay_killed_after_sending_before_ack_another_relay_delivers_same
     await set_fail_mode(redis, keyspace, FailMode.SLOW, times=1, delay_s=60)
     [order] = await buy(inventory, "f1", 1)
     first, _ = await procs.start_relay("first", LIVECOMMERCE_RELAY_TIMEOUT="120")
-    await until(lambda: received(redis, keyspace, 1))
+    await eventually(lambda: received(redis, keyspace, 1), within=30.0)
     stream = keyspace.orders("f1")
     [row] = await redis.xpending_range(stream, "fulfillment", "-", "+", 10)
     assert row["consumer"] == b"first"
@@ -193,7 +187,7 @@ async def test_relay_killed_after_sending_before_ack_another_relay_delivers_same
     first.wait(10)
 
     _second, base = await procs.start_relay("second")
-    await until(lambda: _eq(_pending(redis, stream), 0))
+    await eventually(lambda: _eq(_pending(redis, stream), 0), within=30.0)
     stats = await sink_mod.stats(redis, keyspace)
     assert stats["accepted"] == 1 and stats["duplicates"] == 1  # same webhook-id, twice
     assert await sink_mod.arrivals(redis, keyspace) == [f"msg_{order}"]
@@ -210,8 +204,8 @@ async def test_poison_order_goes_to_dead_letters_and_is_replayed_from_the_cli(
     poison = orders[2]
     await set_fail_mode(redis, keyspace, FailMode.ERROR, match=poison)
     _relay, base = await procs.start_relay("r1", LIVECOMMERCE_RELAY_MAX_ATTEMPTS="3")
-    await until(lambda: _eq(deadletters.count(redis, keyspace), 1))
-    await until(lambda: received(redis, keyspace, 4))
+    await eventually(lambda: _eq(deadletters.count(redis, keyspace), 1), within=30.0)
+    await eventually(lambda: received(redis, keyspace, 4), within=30.0)
     assert await metric(base, "livecommerce_relay_dead_letters_total") == 1
 
     listed = await run_cli(procs, "deadletters", "list", "--json")
@@ -222,7 +216,7 @@ async def test_poison_order_goes_to_dead_letters_and_is_replayed_from_the_cli(
     await set_fail_mode(redis, keyspace, FailMode.NONE)
     replayed = await run_cli(procs, "deadletters", "replay", "--all")
     assert "1 replayed" in replayed
-    await until(lambda: received(redis, keyspace, 5))
+    await eventually(lambda: received(redis, keyspace, 5), within=30.0)
     assert await deadletters.count(redis, keyspace) == 0
     report = await audit(redis, keyspace)
     assert report.ok, report.as_dict()
@@ -238,12 +232,12 @@ async def test_sink_answers_500_then_times_out_then_recovers(
         "r1", LIVECOMMERCE_RELAY_TIMEOUT="0.3", LIVECOMMERCE_RELAY_CONCURRENCY="1"
     )
     orders = await buy(inventory, "f1", 3)
-    await until(lambda: received(redis, keyspace, 3))
+    await eventually(lambda: received(redis, keyspace, 3), within=30.0)
     assert await metric(base, 'livecommerce_relay_failures_total{reason="http_5xx"}') == 4
 
     await set_fail_mode(redis, keyspace, FailMode.TIMEOUT, times=2, delay_s=30)
     orders += await buy(inventory, "f1", 2, start=10)
-    await until(lambda: received(redis, keyspace, 5))
+    await eventually(lambda: received(redis, keyspace, 5), within=30.0)
     assert await metric(base, 'livecommerce_relay_failures_total{reason="timeout"}') == 2
     report = await audit(redis, keyspace)
     assert report.ok, report.as_dict()
@@ -258,7 +252,9 @@ async def test_gone_disables_the_endpoint_and_the_relay_reports_it(
     await set_fail_mode(redis, keyspace, FailMode.GONE)
     relay, base = await procs.start_relay("r1")
     await buy(inventory, "f1", 2)
-    await until(lambda: _ge(metric(base, "livecommerce_relay_endpoint_disabled"), 1))
+    await eventually(
+        lambda: _ge(metric(base, "livecommerce_relay_endpoint_disabled"), 1), within=30.0
+    )
     async with httpx.AsyncClient(timeout=2) as client:
         ready = (await client.get(base + "/readyz")).json()
     assert ready["ok"] is True and ready["disabled"]["status"] == 410
@@ -270,7 +266,7 @@ async def test_gone_disables_the_endpoint_and_the_relay_reports_it(
     # nothing was lost: a relay started once the endpoint is fixed delivers both orders
     await set_fail_mode(redis, keyspace, FailMode.NONE)
     await procs.start_relay("r2")
-    await until(lambda: received(redis, keyspace, 2))
+    await eventually(lambda: received(redis, keyspace, 2), within=30.0)
     assert (await audit(redis, keyspace)).ok
 
 

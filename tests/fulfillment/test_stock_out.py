@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import orjson
 import redis.asyncio as aioredis
+from helpers.polling import eventually
 from prometheus_client import CollectorRegistry
 
 from livecommerce.core import config
@@ -29,14 +29,6 @@ SKU = "TEE-1"
 FAST = RelaySettings(group="fulfillment", max_attempts=3, timeout_s=2.0, claim_idle_s=0.05,
                      backoff_base_s=0.001, backoff_max_s=0.005, concurrency=8,
                      max_deliveries=3, trim_interval_s=0)  # fmt: skip
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

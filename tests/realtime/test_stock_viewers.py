@@ -4,14 +4,13 @@ drop's held units that expire after it closed go back to the pool -- through the
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import SECRET, Running, drop, serve, settings
+from helpers.polling import eventually
 
 from livecommerce.realtime.client import Client
 from livecommerce.realtime.tokens import mint
@@ -45,14 +44,6 @@ async def collect(client: Client, until: str) -> list[dict[str, Any]]:
         seen.append(msg)
         if msg["type"] == until:
             return seen
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def test_viewers_see_the_reduction_and_expired_holds_return_to_the_pool(
