@@ -47,7 +47,10 @@ def scorer(asked: list[dict[str, Any]], mode: dict[str, str]) -> Starlette:
 @contextlib.asynccontextmanager
 async def gateway(redis_url: str, keyspace: Keyspace, url: str, *,
                   fail_open: bool = True) -> AsyncIterator[tuple[Running, Inventory]]:  # fmt: skip
-    fraud = FraudSettings(risk_url=url, risk_timeout_ms=150, risk_fail_open=fail_open)
+    # A generous budget: on a loaded machine the scorer's first answer can take longer than the
+    # 150 ms default, which would turn a veto into a timeout. The timeout tests use a server that
+    # never answers, so they run out of any budget.
+    fraud = FraudSettings(risk_url=url, risk_timeout_ms=2000, risk_fail_open=fail_open)
     cfg = dataclasses.replace(settings(), fraud=fraud)
     async with serve(cfg, redis_url, keyspace) as gw:
         inv: Inventory = gw.app.state.services.inventory
