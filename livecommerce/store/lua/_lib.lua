@@ -228,3 +228,24 @@ local function after_sale(d, was_remaining)
   if d.remaining == 0 and d.held == 0 and d.state ~= 'closed' then close_drop(d, 'sold_out') end
   publish_stock(d)
 end
+
+-- A pooled allocation applied to a drop (docs/stock-sync.md): the transfer id's outcome is
+-- recorded in the show's transfer log once and for all. transfer_replay answers a transfer seen
+-- before (nil for a new one or none); transfer_refuser refuses and records the refusal.
+local function transfer_replay(xfers_key, tid)
+  if tid == '' then return nil end
+  local seen = redis.call('HGET', xfers_key, tid)
+  if seen == 'applied' then
+    local d = load_drop()
+    return reply({ ok = true, replay = true, drop = drop_view(d), next_due = next_due(d) })
+  end
+  if seen then return refuse(seen) end
+  return nil
+end
+
+local function transfer_refuser(xfers_key, tid)
+  return function(reason, extra)
+    if tid ~= '' then redis.call('HSET', xfers_key, tid, reason) end
+    return refuse(reason, extra)
+  end
+end

@@ -9,18 +9,9 @@ local f = cjson.decode(ARGV[4])     -- validated by livecommerce.inventory befor
 local tid = ARGV[5] or ''
 local xfers_key = KEYS[12]
 
-if tid ~= '' then
-  local seen = redis.call('HGET', xfers_key, tid)
-  if seen == 'applied' then
-    local d = load_drop()
-    return reply({ ok = true, replay = true, drop = drop_view(d), next_due = next_due(d) })
-  end
-  if seen then return refuse(seen) end
-end
-local function refused(reason, extra)
-  if tid ~= '' then redis.call('HSET', xfers_key, tid, reason) end
-  return refuse(reason, extra)
-end
+local replayed = transfer_replay(xfers_key, tid)
+if replayed then return replayed end
+local refused = transfer_refuser(xfers_key, tid)
 
 if redis.call('EXISTS', K.drop) == 1 then return refused('drop_exists') end
 local show_state = redis.call('HGET', show_key, 'state')
