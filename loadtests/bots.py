@@ -44,7 +44,7 @@ class BotPlan:
             return f"198.51.100.{index % max(1, self.addresses) + 1}"
         return f"100.{64 + (index >> 16) % 64}.{(index >> 8) & 255}.{index & 255}"
 
-    def payment_reference(self, index: int, viewer: str, k: int) -> str:
+    def payment_reference(self, index: int, viewer: str, k: int | str) -> str:
         if self.is_bot(index) and self.shared_payment:
             return SHARED_PAYMENT
         return f"pay-{viewer}-{k}"

@@ -9,6 +9,12 @@ relay feeding it, plus a host API key. ``scripts/spike.py --local`` and the load
 
 Each process logs to ``<dir>/<name>.log``. Stopping is ordered (server, relay, sink, Valkey), each
 with SIGTERM and a bounded wait before SIGKILL.
+
+The fault injection of ``scripts/spike.py --chaos`` (:mod:`loadtests.chaos`) uses the rest:
+:meth:`LocalStack.gateway_pids` (the server's worker processes, which uvicorn's supervisor
+restarts when one dies), :meth:`LocalStack.kill` / :meth:`LocalStack.respawn` for the relay and
+the sink, and :meth:`LocalStack.stop_valkey` / :meth:`LocalStack.start_valkey` (same data directory,
+same port).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +87,7 @@ class LocalStack:
         self.host_key = ""
         self.valkey: EmbeddedValkey | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._commands: dict[str, list[str]] = {}
         self._logs: list[object] = []
 
     @property
@@ -103,7 +111,8 @@ class LocalStack:
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.dir / f"{name}.log").open("wb")
+        self._commands[name] = args
+        log = (self.dir / f"{name}.log").open("ab")
         self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, *args],
@@ -125,7 +134,7 @@ class LocalStack:
                 "sink",
                 ["-m", "livecommerce.ops.cli_fulfillment", "sink", "--port", str(self.sink_port)],
             )
-            wait_http(f"http://127.0.0.1:{self.sink_port}/livez", READY_TIMEOUT_S, sink)
+            wait_http(self.sink_url + "/livez", READY_TIMEOUT_S, sink)
             if self.with_relay:
                 self._spawn("relay", ["-m", "livecommerce.ops.cli_fulfillment", "relay"])
             server = self._spawn(
@@ -151,6 +160,59 @@ class LocalStack:
         finally:
             await client.aclose()
         return secret
+
+    @property
+    def sink_url(self) -> str:
+        return f"http://127.0.0.1:{self.sink_port}"
+
+    # -- faults (loadtests.chaos) ---------------------------------------------------------------
+    def gateway_pids(self) -> list[int]:
+        """The server's worker processes (its direct children that run uvicorn's workers)."""
+        server = self.procs["server"]
+        if self.workers <= 1:
+            return [server.pid]
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        pids = []
+        for raw in children.read_text().split():
+            try:
+                cmdline = Path(f"/proc/{raw}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:  # not multiprocessing's resource tracker
+                pids.append(int(raw))
+        return sorted(pids)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one process of the stack (``relay``, ``sink``) and reap it."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
+    def respawn(self, name: str) -> None:
+        """Start a killed ``relay`` or ``sink`` again with its first command line."""
+        proc = self._spawn(name, self._commands[name])
+        if name == "sink":
+            wait_http(self.sink_url + "/livez", READY_TIMEOUT_S, proc)
+
+    def stop_valkey(self, *, kill: bool) -> None:
+        """SIGTERM (Valkey fsyncs and exits) or, with ``kill``, SIGKILL (the AOF on disk is what
+        is left); :meth:`start_valkey` brings it back on the same data directory and port."""
+        assert self.valkey is not None
+        if kill:
+            self.valkey.kill()
+        else:
+            self.valkey.stop()
+
+    def start_valkey(self) -> None:
+        """Call from the thread that started the stack: Valkey dies with that thread."""
+        old = self.valkey
+        assert old is not None
+        self.valkey = EmbeddedValkey(old.data_dir, port=old.port).start(timeout=READY_TIMEOUT_S)
 
     def stop(self) -> None:
         for name in ("server", "relay", "sink"):

@@ -3,14 +3,23 @@
 
 The parent starts N of these (``multiprocessing``, spawn) and talks to each over a pipe:
 
-* parent -> worker: the :class:`WorkerConfig` (as the process argument), then ``"stop"``;
+* parent -> worker: the :class:`WorkerConfig` (as the process argument), in wave mode
+  ``("burst", {"wave": k, "start_ms": t})`` for each wave, then ``"stop"``;
 * worker -> parent: ``("progress", {...})`` twice a second, then ``("result", {...})`` with the
   raw samples once the viewers are closed.
 
 Viewer ``i`` of the whole spike connects at ``start_ms + i / viewers * ramp`` (wall clock, shared
 by all processes) and lives in process ``i % processes``, so every process ramps at the same pace.
 When it sees ``drop_opened`` it makes its attempts at uniformly random moments in the buy window,
-one at a time (a viewer taps again after the previous answer).
+one at a time (a viewer taps again after the previous answer). An attempt answered
+``unavailable`` is sent again with the same request id after a short back-off (what the protocol
+asks of a client), for up to ``retry_for_s``.
+
+Wave mode (``waves`` > 0, :mod:`loadtests.chaos`): viewers do not buy on ``drop_opened``; each
+``burst`` message starts a wave in which every viewer makes its share of the wave's attempts
+(:func:`wave_attempts`). Each viewer also records the durable event ids it received and how its
+reconnects were answered (``resumed`` or ``snapshot``), for the gap check of
+:func:`loadtests.chaos.gap_check`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from livecommerce.realtime.client import Client, ClientClosed
+from livecommerce.realtime.client import Client, ClientClosed, is_event
 from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
 from loadtests.bots import BotPlan
@@ -37,6 +46,8 @@ CONNECT_TRIES = 3
 UNKNOWN_SHOW_TRIES = 20
 CLOCK_PINGS = 8
 """Viewers per process that ping once after joining, to estimate the server's clock."""
+RETRY_BACKOFF_S = (0.2, 2.0)
+"""First and largest pause before an ``unavailable`` attempt is sent again (doubling)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,19 @@ class WorkerConfig:
     open_timeout_s: float = 15.0
     bots: dict[str, Any] = field(default_factory=dict)
     """:class:`loadtests.bots.BotPlan` fields (empty: no bot mode)."""
+    retry_for_s: float = 60.0
+    """How long an attempt answered ``unavailable`` keeps being sent again (same request id)."""
+    waves: int = 0
+    """0: buy on ``drop_opened``; N: buy in N waves, each started by a ``burst`` message."""
+
+
+def wave_attempts(plan: SpikePlan, waves: int, wave: int, index: int) -> int:
+    """Attempts of viewer ``index`` in ``wave`` (0-based): ``plan.attempts`` split evenly over
+    the waves, each wave's share spread over the viewers, the extra ones rotating by wave."""
+    per_wave, extra_waves = divmod(plan.attempts, max(waves, 1))
+    total = per_wave + (1 if wave < extra_waves else 0)
+    base, extra = divmod(total, max(plan.viewers, 1))
+    return base + (1 if (index - wave * extra) % max(plan.viewers, 1) < extra else 0)
 
 
 def raise_open_files_limit() -> int:
@@ -99,6 +123,15 @@ class Samples:
         self.orders: list[str] = []
         self.connected: list[tuple[float, int]] = []
         self.close_codes: Counter[str] = Counter()
+        self.unavailable = 0
+        """``unavailable`` replies (each followed by a retry with the same request id)."""
+        self.waves: dict[int, Counter[str]] = {}
+        """Per wave: attempts, ok, unavailable, retried, retried_ok, timeout, rejoin_resumed,
+        rejoin_snapshot, viewers_started, viewers_done (wave mode)."""
+        self.wave = -1
+        self.tracks: dict[str, dict[str, Any]] = {}
+        """Per viewer (wave mode): first/resync event ids, the durable event ids seen, at_end."""
+        self.connected_now = 0
         self.joined = 0
         self.failed = 0
         self.saw_drop = 0
@@ -116,7 +149,20 @@ class Samples:
             "ok": len(self.ok_at),
             "sent": len(self.sent_at),
             "unanswered": self.outcomes["timeout"],
+            "unavailable": self.unavailable,
+            "connected": self.connected_now,
+            "wave": self.wave,
+            "wave_started": self.in_wave("viewers_started"),
+            "wave_done": self.in_wave("viewers_done"),
         }
+
+    def in_wave(self, key: str, wave: int | None = None) -> int:
+        return self.waves.get(self.wave if wave is None else wave, Counter())[key]
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Count ``key`` in the current wave (wave mode; a no-op before the first burst)."""
+        if self.wave >= 0:
+            self.waves.setdefault(self.wave, Counter())[key] += n
 
     def result(self) -> dict[str, Any]:
         return {
@@ -137,6 +183,8 @@ class Samples:
             "close_codes": dict(self.close_codes),
             "clock_offset_ms": self.clock_offset_ms,
             "best_rtt_ms": self.best_rtt_ms if self.best_rtt_ms != float("inf") else None,
+            "waves": {str(k): dict(v) for k, v in self.waves.items()},
+            "tracks": self.tracks,
         }
 
 
@@ -147,8 +195,11 @@ class Viewers:
         self.bots = BotPlan(**config.bots)
         self.samples = Samples()
         self.clients: list[Client] = []
+        self.by_index: dict[int, Client] = {}
         self.stopping = asyncio.Event()
         self.pings = 0
+        self.wave_tasks: set[asyncio.Task[None]] = set()
+        self._resent_mark = 0
 
     # -- one viewer -----------------------------------------------------------------------------
     async def _connect(self, index: int) -> TimedClient | None:
@@ -185,6 +236,11 @@ class Viewers:
             self.samples.join_ms.append((time.perf_counter() - t0) * 1000)
             self.samples.joined += 1
             self._drops_in(first)
+            if self.config.waves:
+                self.samples.tracks[viewer] = {
+                    "first": first.get("last_event_id"), "resync": None, "seen": [],
+                    "at_end": False,
+                }  # fmt: skip
             return client
         self.samples.errors["join:unknown_show"] += 1
         return None
@@ -216,11 +272,15 @@ class Viewers:
             self.samples.failed += 1
             return
         self.clients.append(client)
+        self.by_index[index] = client
         if self.pings < CLOCK_PINGS:
             self.pings += 1
             await self._sync_clock(client)
+        waves = self.config.waves > 0
+        track = self.samples.tracks.get(plan.viewer(index))
+        saw_open = False
         buying: asyncio.Task[None] | None = None
-        if client.snapshot is not None and self._drops_in(client.snapshot):
+        if not waves and client.snapshot is not None and self._drops_in(client.snapshot):
             self.samples.saw_drop += 1
             buying = asyncio.create_task(self._buy_all(client, index))
         try:
@@ -230,10 +290,15 @@ class Viewers:
                 if isinstance(ts, int):
                     latency = float(msg.get("_rx_ms") or now_ms()) + self._offset() - ts
                     data = msg.get("data") or {}
-                    if kind == "drop_opened" and data.get("id") == plan.drop:
+                    if kind == "drop_opened" and data.get("id") == plan.drop and not saw_open:
+                        saw_open = True  # a restock reopens it: the first opening is the drop
                         self.samples.fanout_ms.append(latency)
                     else:
                         self.samples.push_ms.append(latency)
+                if track is not None:
+                    self._track(track, msg)
+                if waves:
+                    continue
                 is_open = kind == "drop_opened" and (msg.get("data") or {}).get("id") == plan.drop
                 if buying is None and (is_open or (kind == "snapshot" and self._drops_in(msg))):
                     self.samples.saw_drop += 1
@@ -246,41 +311,90 @@ class Viewers:
                 buying.cancel()
                 await asyncio.gather(buying, return_exceptions=True)
 
+    def _track(self, track: dict[str, Any], msg: dict[str, Any]) -> None:
+        """Wave mode: what the gap check needs of one pushed message."""
+        kind = msg.get("type")
+        if kind == "snapshot":  # a rejoin the server could not resume: state replaced
+            track["resync"] = msg.get("last_event_id")
+            self.samples.count("rejoin_snapshot")
+        elif kind == "resumed":
+            self.samples.count("rejoin_resumed")
+        elif is_event(msg):
+            track["seen"].append(msg["id"])
+
     def _offset(self) -> float:
         return self.samples.clock_offset_ms
 
     async def _buy_all(self, client: Client, index: int) -> None:
         plan = self.plan
-        n = plan.attempts_of(index)
-        delays = sorted(random.uniform(0, plan.buy_window_s) for _ in range(n))
-        begin = time.monotonic()
-        viewer = plan.viewer(index)
         try:
-            for k, delay in enumerate(delays):
-                await asyncio.sleep(max(0.0, begin + delay - time.monotonic()))
-                if self.stopping.is_set():
-                    return
-                await self._buy(client, viewer, k, index)
+            await self._buy_some(client, index, plan.attempts_of(index), "b")
         finally:
             self.samples.buyers_done += 1
 
-    async def _buy(self, client: Client, viewer: str, k: int, index: int = 0) -> None:
-        outcome = await self._buy_once(client, viewer, k, index)
+    async def _buy_some(self, client: Client, index: int, n: int, prefix: str) -> None:
+        """``n`` attempts at random moments of the buy window, one after the other."""
+        delays = sorted(random.uniform(0, self.plan.buy_window_s) for _ in range(n))
+        begin = time.monotonic()
+        viewer = self.plan.viewer(index)
+        for k, delay in enumerate(delays):
+            await asyncio.sleep(max(0.0, begin + delay - time.monotonic()))
+            if self.stopping.is_set():
+                return
+            await self._buy(client, viewer, f"{prefix}{k}", index)
+
+    async def _buy_wave(self, client: Client, index: int, wave: int, start_ms: float) -> None:
+        s = self.samples
+        n = wave_attempts(self.plan, self.config.waves, wave, index)
+        s.count("viewers_started")
+        try:
+            await asyncio.sleep(max(0.0, (start_ms - now_ms()) / 1000))
+            await self._buy_some(client, index, n, f"w{wave}b")
+        finally:
+            s.count("viewers_done")
+
+    async def _buy(self, client: Client, viewer: str, request_id: str, index: int = 0) -> None:
+        outcome = await self._buy_once(client, viewer, request_id, index)
         self.samples.outcomes[outcome] += 1
+        self.samples.count("attempts")
+        self.samples.count(outcome if outcome in ("ok", "timeout") else "refused")
         if self.bots.is_bot(index):
             self.samples.bot_outcomes[outcome] += 1
 
-    async def _buy_once(self, client: Client, viewer: str, k: int, index: int) -> str:
+    async def _send_until_available(
+        self, client: Client, viewer: str, request_id: str, index: int
+    ) -> dict[str, Any]:
+        """The attempt's reply; ``unavailable`` is answered by sending it again, same id."""
+        payment = self.bots.payment_reference(index, viewer, request_id)
+        give_up = time.monotonic() + self.config.retry_for_s
+        pause, retried = RETRY_BACKOFF_S[0], False
+        while True:
+            reply = await asyncio.wait_for(
+                client.buy_now(self.plan.drop, 1, payment, request_id=request_id),
+                self.config.reply_timeout_s,
+            )
+            unavailable = reply.get("type") == "error" and reply.get("code") == "unavailable"
+            if not unavailable or time.monotonic() + pause > give_up:
+                if retried and not unavailable:
+                    self.samples.count("retried_answered")
+                    if reply.get("ok"):
+                        self.samples.count("retried_ok")
+                return reply
+            self.samples.unavailable += 1
+            self.samples.count("unavailable")
+            if not retried:
+                retried = True
+                self.samples.count("retried")
+            await asyncio.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, RETRY_BACKOFF_S[1])
+
+    async def _buy_once(self, client: Client, viewer: str, request_id: str, index: int) -> str:
         """One attempt; returns its outcome label (ok, a refusal reason, timeout, ...)."""
         s = self.samples
-        payment = self.bots.payment_reference(index, viewer, k)
         sent = now_ms()
         s.sent_at.append(sent)
         try:
-            reply = await asyncio.wait_for(
-                client.buy_now(self.plan.drop, 1, payment, request_id=f"b{k}"),
-                self.config.reply_timeout_s,
-            )
+            reply = await self._send_until_available(client, viewer, request_id, index)
         except TimeoutError:
             return "timeout"
         except Exception as exc:
@@ -306,32 +420,58 @@ class Viewers:
     async def _report(self, conn: Connection) -> None:
         last_progress = 0.0
         while not self.stopping.is_set():
-            self.samples.connected.append((now_ms(), self.connected_now()))
+            self.samples.connected_now = self.connected_now()
+            self.samples.connected.append((now_ms(), self.samples.connected_now))
             if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = time.monotonic()
                 conn.send(("progress", self.samples.progress()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), CONNECTED_SAMPLE_S)
 
+    def _close_wave(self) -> None:
+        """Count the commands the clients sent again on reconnect during the wave that ends."""
+        resent = sum(c.resent for c in self.clients)
+        self.samples.count("resent", resent - self._resent_mark)
+        self._resent_mark = resent
+
+    def _burst(self, wave: int, start_ms: float) -> None:
+        self._close_wave()
+        self.samples.wave = wave
+        self.samples.waves.setdefault(wave, Counter())
+        for index, client in self.by_index.items():
+            task = asyncio.create_task(self._buy_wave(client, index, wave, start_ms))
+            self.wave_tasks.add(task)
+            task.add_done_callback(self.wave_tasks.discard)
+
     async def run(self, conn: Connection) -> None:
         # The pipe stays blocking (no add_reader: uvloop would make the fd non-blocking and a
-        # large result would then fail half-written); a thread waits for "stop" instead.
+        # large result would then fail half-written); a thread waits for each message instead.
         loop = asyncio.get_running_loop()
-        got_stop = loop.run_in_executor(None, conn.recv)
         mine = range(self.config.index, self.plan.viewers, self.config.processes)
         tasks = [asyncio.create_task(self.viewer(i)) for i in mine]
         reporter = asyncio.create_task(self._report(conn))
-        await got_stop
+        while True:
+            message = await loop.run_in_executor(None, conn.recv)
+            if message == "stop":
+                self._close_wave()
+                break
+            kind, data = message
+            if kind == "burst":
+                self._burst(int(data["wave"]), float(data["start_ms"]))
         for client in self.clients:
             for code in client.close_codes:
                 self.samples.close_codes[str(code)] += 1
+        for index, client in self.by_index.items():
+            track = self.samples.tracks.get(self.plan.viewer(index))
+            if track is not None:
+                track["at_end"] = client.connections > len(client.close_codes)
         self.stopping.set()
         await reporter
         self.samples.connected.append((now_ms(), self.connected_now()))
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
-        for task in tasks:
+        for task in [*tasks, *self.wave_tasks]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self.wave_tasks, return_exceptions=True)
         await loop.run_in_executor(None, conn.send, ("result", self.samples.result()))
 
 

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections import Counter
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from loadtests import bots, common  # noqa: E402
+from loadtests import bots, chaos, common  # noqa: E402
 from loadtests.common import SpikePlan  # noqa: E402
+from loadtests.fleet import Fleet  # noqa: E402
 from loadtests.postrun import describe, run_audit  # noqa: E402
 from loadtests.stack import LocalStack  # noqa: E402
-from loadtests.viewers import WorkerConfig, raise_open_files_limit, worker_main  # noqa: E402
+from loadtests.viewers import WorkerConfig, raise_open_files_limit  # noqa: E402
 
 JOIN_GRACE_S = 30.0
 SETTLE_S = 5.0
@@ -162,12 +161,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="directory for report.json, samples.json and the plots",
     )
     bots.add_arguments(p)
+    add_chaos_arguments(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)  # fmt: skip
     if args.viewers < 1:
         p.error("--viewers must be at least 1")
+    if args.chaos and not args.local:
+        p.error("--chaos needs --local: it kills and restarts the stack's processes")
+    if args.chaos and args.workers < 2:
+        args.workers = 2  # a gateway is killed: the viewers need another to go to
     return args
+
+
+def add_chaos_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "chaos", "--chaos: faults on a seeded schedule during the spike (loadtests/chaos.py)"
+    )
+    g.add_argument("--chaos", action="store_true",
+                   help="run in waves, one fault per wave, and report per fault")  # fmt: skip
+    g.add_argument("--seed", type=int, default=1, help="the schedule's seed")
+    g.add_argument("--faults", default=",".join(chaos.FAULTS),
+                   help="comma-separated faults, each once")  # fmt: skip
+    g.add_argument("--sink-down", type=float, default=60.0, help="seconds the sink stays down")
+    g.add_argument("--slow-delay", type=float, default=1.0,
+                   help="seconds each sink answer is delayed (slow sink, relay kill)")  # fmt: skip
+    g.add_argument("--slow-for", type=float, default=15.0, help="seconds the sink stays slow")
+    g.add_argument("--valkey-down", type=float, default=2.0,
+                   help="seconds Valkey stays down when restarted")  # fmt: skip
+
+
+def chaos_plan_of(args: argparse.Namespace) -> chaos.ChaosPlan:
+    return chaos.ChaosPlan(
+        seed=args.seed,
+        faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
+        sink_down_s=args.sink_down,
+        slow_delay_s=args.slow_delay,
+        slow_for_s=args.slow_for,
+        valkey_down_s=args.valkey_down,
+        burst_s=args.buy_window,
+    )
 
 
 def plan_of(args: argparse.Namespace) -> SpikePlan:
@@ -184,19 +217,22 @@ def plan_of(args: argparse.Namespace) -> SpikePlan:
     )
 
 
-class Progress:
-    """What the workers last reported, summed."""
-
-    def __init__(self, processes: int) -> None:
-        self.last: list[dict[str, Any]] = [{} for _ in range(processes)]
-        self.results: list[dict[str, Any] | None] = [None] * processes
-        self.changed = asyncio.Event()
-
-    def total(self, key: str) -> int:
-        return sum(int(p.get(key, 0)) for p in self.last)
-
-    def done(self) -> bool:
-        return all(r is not None for r in self.results)
+def worker_config(
+    args: argparse.Namespace, plan: SpikePlan, url: str, processes: int, index: int,
+    start_ms: float, **extra: Any,
+) -> WorkerConfig:  # fmt: skip
+    return WorkerConfig(
+        plan={k: v for k, v in plan.as_dict().items() if k not in ("show", "drop", "sku")},
+        url=common.ws_url(url),
+        token_secret=args.token_secret,
+        processes=processes,
+        index=index,
+        start_ms=start_ms,
+        encoding=args.encoding,
+        reply_timeout_s=args.reply_timeout,
+        bots=bots.plan_of(args).as_dict(),
+        **extra,
+    )
 
 
 async def host_call(
@@ -222,90 +258,38 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
         await host_call(http, common.show_request(plan))
         say(f"show {plan.show} is live; {plan.viewers} viewers over {processes} process(es)")
 
-        ctx = multiprocessing.get_context("spawn")
         start_ms = time.time() * 1000 + 1500 + 300 * processes  # after the processes import
-        progress = Progress(processes)
-        pipes: list[Connection] = []
-        procs = []
-        loop = asyncio.get_running_loop()
-        for i in range(processes):
-            parent_end, child_end = ctx.Pipe()
-            config = WorkerConfig(
-                plan={k: v for k, v in plan.as_dict().items() if k not in ("show", "drop", "sku")},
-                url=common.ws_url(url),
-                token_secret=args.token_secret,
-                processes=processes,
-                index=i,
-                start_ms=start_ms,
-                encoding=args.encoding,
-                reply_timeout_s=args.reply_timeout,
-                bots=bots.plan_of(args).as_dict(),
-            )
-            proc = ctx.Process(target=worker_main, args=(config, child_end), daemon=True)
-            proc.start()
-            child_end.close()
-            pipes.append(parent_end)
-            procs.append(proc)
+        fleet = Fleet(
+            [worker_config(args, plan, url, processes, i, start_ms) for i in range(processes)]
+        ).start()
 
-            def on_message(i: int = i, conn: Connection = parent_end) -> None:
-                try:
-                    kind, data = conn.recv()
-                except (EOFError, OSError):
-                    loop.remove_reader(conn.fileno())
-                    if progress.results[i] is None:
-                        progress.results[i] = {"error": "viewer process died"}
-                    progress.changed.set()
-                    return
-                if kind == "progress":
-                    progress.last[i] = data
-                else:
-                    progress.results[i] = data
-                    progress.last[i] = {**progress.last[i], **data}
-                    loop.remove_reader(conn.fileno())
-                progress.changed.set()
-
-            loop.add_reader(parent_end.fileno(), on_message)
-
-        async def wait_until(predicate: Any, deadline: float, label: str) -> None:
-            last_say = 0.0
-            while not predicate() and time.monotonic() < deadline and not progress.done():
-                progress.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(progress.changed.wait(), 0.5)
-                if time.monotonic() - last_say >= 1.0:
-                    last_say = time.monotonic()
-                    say(
-                        f"  {label}: joined {progress.total('joined')}/{plan.viewers}, "
-                        f"failed {progress.total('failed')}, saw drop "
-                        f"{progress.total('saw_drop')}, sent {progress.total('sent')}, answered "
-                        f"{progress.total('answered')}, ok {progress.total('ok')}, timed out "
-                        f"{progress.total('unanswered')}"
-                    )
+        def progress(label: str) -> Callable[[str], None]:
+            return lambda line: say(f"  {label}: {line}")
 
         started = time.monotonic()
         ramp_deadline = started + (start_ms / 1000 - time.time()) + plan.ramp_s + JOIN_GRACE_S
-        await wait_until(
-            lambda: progress.total("joined") + progress.total("failed") >= plan.viewers,
+        await fleet.wait_until(
+            lambda: fleet.total("joined") + fleet.total("failed") >= plan.viewers,
             ramp_deadline,
-            "ramp",
+            progress("ramp"),
         )
         ramp_s = time.monotonic() - started
-        say(f"ramp done in {ramp_s:.1f} s: {progress.total('joined')} joined; dropping")
+        say(f"ramp done in {ramp_s:.1f} s: {fleet.total('joined')} joined; dropping")
         drop_sent_ms = time.time() * 1000
         drop_view = await host_call(http, common.drop_request(plan))
         drop_reply_ms = time.time() * 1000
-        joined = progress.total("joined")
+        joined = fleet.total("joined")
         # Viewers tap one attempt after another, so a slow server stretches the phase: wait while
         # answers keep coming (bounded), stop when everyone is done or nothing moved for a while.
         hard_deadline = time.monotonic() + plan.buy_window_s + MAX_BUY_PHASE_S
         activity = {"count": -1, "at": time.monotonic()}
 
         def buying_over() -> bool:
-            count = progress.total("answered") + progress.total("unanswered")
+            count = fleet.total("answered") + fleet.total("unanswered")
             now = time.monotonic()
             if count != activity["count"]:
                 activity.update(count=count, at=now)
-            if progress.total("buyers_done") >= joined and progress.total("saw_drop") >= joined:
+            if fleet.total("buyers_done") >= joined and fleet.total("saw_drop") >= joined:
                 return True
             idle = now - activity["at"]
             return now - drop_started > plan.buy_window_s + SETTLE_S and (
@@ -313,20 +297,9 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
             )
 
         drop_started = time.monotonic()
-        await wait_until(buying_over, hard_deadline, "buying")
+        await fleet.wait_until(buying_over, hard_deadline, progress("buying"))
         say("stopping the viewers")
-        for conn in pipes:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send("stop")
-        collect_deadline = time.monotonic() + 60
-        while not progress.done() and time.monotonic() < collect_deadline:
-            progress.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.changed.wait(), 0.5)
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
+        results = await fleet.stop()
         stats = await http.get(common.drop_stats_path(plan))
     return {
         "processes": processes,
@@ -335,7 +308,55 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
         "drop_reply_ms": drop_reply_ms,
         "drop_view": drop_view,
         "drop_stats": stats.json() if stats.status_code == 200 else {"status": stats.status_code},
-        "results": [r or {"error": "no result from viewer process"} for r in progress.results],
+        "results": results,
+    }
+
+
+async def run_chaos(args: argparse.Namespace, plan: SpikePlan, stack: LocalStack) -> dict[str, Any]:
+    """The spike in waves with a fault in each (loadtests/chaos.py); the raw material of the
+    report, as run_spike gives it, plus the chaos report."""
+    say = (lambda *_: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    processes = args.processes or max(1, -(-plan.viewers // 2500))
+    schedule = chaos.schedule(chaos_plan_of(args))
+    units = chaos.units_per_wave(plan.stock, len(schedule))
+    headers = {"Authorization": f"Bearer {args.host_key}"}
+    async with httpx.AsyncClient(
+        base_url=common.http_url(stack.url), headers=headers, timeout=30
+    ) as http:
+        await host_call(http, common.product_request(plan))
+        await host_call(http, common.show_request(plan))
+        start_ms = time.time() * 1000 + 1500 + 300 * processes
+        fleet = Fleet([
+            worker_config(args, plan, stack.url, processes, i, start_ms, waves=len(schedule))
+            for i in range(processes)
+        ]).start()  # fmt: skip
+        say(f"chaos: {len(schedule)} waves: " + ", ".join(
+            f"{s.wave}:{s.fault}@{s.at_s}s" for s in schedule))  # fmt: skip
+        ramp_deadline = time.monotonic() + (start_ms / 1000 - time.time()) + plan.ramp_s
+        await fleet.wait_until(
+            lambda: fleet.total("joined") + fleet.total("failed") >= plan.viewers,
+            ramp_deadline + JOIN_GRACE_S,
+            lambda line: say(f"  ramp: {line}"),
+        )
+        drop_sent_ms = time.time() * 1000
+        drop_view = await host_call(http, chaos.drop_body(plan, units[0]))
+        drop_reply_ms = time.time() * 1000
+        controller = chaos.Chaos(stack, plan, chaos_plan_of(args), http, fleet, say)
+        await controller.run()
+        say("stopping the viewers")
+        results = await fleet.stop()
+        log_ids = await controller.event_log()
+        duplicates = await controller.sink_duplicates()
+        stats = await http.get(common.drop_stats_path(plan))
+    return {
+        "processes": processes,
+        "start_ms": start_ms,
+        "drop_sent_ms": drop_sent_ms,
+        "drop_reply_ms": drop_reply_ms,
+        "drop_view": drop_view,
+        "drop_stats": stats.json() if stats.status_code == 200 else {"status": stats.status_code},
+        "results": results,
+        "chaos": chaos.report(controller, results, log_ids, duplicates),
     }
 
 
@@ -442,9 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         stack_dir = Path(tempfile.mkdtemp(prefix="spike-stack-", dir=args.out))
         print(f"starting a local stack in {stack_dir} ({args.workers} server worker(s))")
         server_env = dict(item.partition("=")[::2] for item in args.server_env)
+        chaos_env = chaos.STACK_ENV if args.chaos else {}
         stack = LocalStack(
             stack_dir, workers=args.workers,
-            env={**bots.stack_env(args, plan.limit), **server_env},
+            env={**bots.stack_env(args, plan.limit), **chaos_env, **server_env},
         ).start()  # fmt: skip
         args.host_key, args.token_secret = stack.host_key, stack.token_secret
         args.redis_url, args.key_prefix, url = stack.redis_url, stack.key_prefix, stack.url
@@ -456,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spike {plan.run}: {json.dumps(plan.as_dict())}", flush=True)
     try:
         try:
-            raw = asyncio.run(run_spike(args, plan, url))
+            if args.chaos and stack is not None:
+                raw = asyncio.run(run_chaos(args, plan, stack))
+            else:
+                raw = asyncio.run(run_spike(args, plan, url))
         except Exception as exc:
             print(f"spike failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             if stack is not None:
@@ -502,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         **report,
         "audit": audit,
-        "ok": bool(audit.get("ok")) and not report["worker_errors"],
+        **({"chaos": raw["chaos"]} if "chaos" in raw else {}),
+        "ok": bool(audit.get("ok"))
+        and not report["worker_errors"]
+        and bool(raw.get("chaos", {}).get("ok", True)),
     }
     (args.out / "report.json").write_text(json.dumps(full, indent=2))
     (args.out / "samples.json").write_text(json.dumps(samples))
@@ -518,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bots: {b['bot_viewers']} bot viewers got {b['units_bots_obtained']} of "
               f"{plan.stock} units ({b['bot_share_of_stock']:.0%}); honest viewers got "
               f"{b['units_honest_viewers_obtained']}")  # fmt: skip
+    if "chaos" in full:
+        print(chaos.describe(full["chaos"]))
     print(describe(audit) if "skipped" not in audit else f"AUDIT: {audit['skipped']}")
     print(f"report: {args.out / 'report.json'}")
     if report["worker_errors"]:

@@ -221,15 +221,17 @@ class RelaySettings:
     """LIVECOMMERCE_RELAY_GROUP: consumer group name on the orders streams."""
     consumer: str = ""
     """LIVECOMMERCE_RELAY_CONSUMER: this relay's consumer name (default host-pid)."""
-    max_attempts: int = 8
-    """LIVECOMMERCE_RELAY_MAX_ATTEMPTS: deliveries tried before an order is dead-lettered."""
+    max_attempts: int = 12
+    """LIVECOMMERCE_RELAY_MAX_ATTEMPTS: deliveries tried before an order is dead-lettered (with the
+    default back-off, 12 attempts span 7 to 14 minutes: a backend down for minutes loses nothing to
+    the dead letters)."""
     timeout_s: float = 10.0
     """LIVECOMMERCE_RELAY_TIMEOUT: seconds for one webhook request."""
     claim_idle_s: float = 30.0
     """LIVECOMMERCE_RELAY_CLAIM_IDLE: seconds before another relay claims a pending delivery."""
     backoff_base_s: float = 0.5
     """LIVECOMMERCE_RELAY_BACKOFF: first retry delay; doubles per attempt, with jitter."""
-    backoff_max_s: float = 60.0
+    backoff_max_s: float = 300.0
     """LIVECOMMERCE_RELAY_BACKOFF_MAX: cap on the retry delay."""
     concurrency: int = 32
     """LIVECOMMERCE_RELAY_CONCURRENCY: webhook requests in flight at once."""
@@ -358,11 +360,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         in_server=env.flag("RELAY_IN_SERVER", False),
         group=env.text("RELAY_GROUP", "fulfillment"),
         consumer=env.text("RELAY_CONSUMER", ""),
-        max_attempts=env.integer("RELAY_MAX_ATTEMPTS", 8, minimum=1, maximum=1000),
+        max_attempts=env.integer("RELAY_MAX_ATTEMPTS", 12, minimum=1, maximum=1000),
         timeout_s=env.number("RELAY_TIMEOUT", 10.0, minimum=0.01, maximum=600),
         claim_idle_s=env.number("RELAY_CLAIM_IDLE", 30.0, minimum=0.01, maximum=86_400),
         backoff_base_s=env.number("RELAY_BACKOFF", 0.5, minimum=0.0, maximum=3600),
-        backoff_max_s=env.number("RELAY_BACKOFF_MAX", 60.0, minimum=0.0, maximum=86_400),
+        backoff_max_s=env.number("RELAY_BACKOFF_MAX", 300.0, minimum=0.0, maximum=86_400),
         concurrency=env.integer("RELAY_CONCURRENCY", 32, minimum=1, maximum=10_000),
         max_deliveries=env.integer("RELAY_MAX_DELIVERIES", 10, minimum=1, maximum=1000),
         trim_interval_s=env.number("RELAY_TRIM_INTERVAL", 5.0, minimum=0.0, maximum=86_400),

@@ -80,6 +80,8 @@ class Client:
         self.last_event_id = last_event_id
         self.snapshot: dict[str, Any] | None = None
         self.connections = 0
+        self.resent = 0
+        """Commands sent again, with their request ids, on a new connection."""
         self.close_codes: list[int | None] = []
         self.join_errors: list[dict[str, Any]] = []
         self.join_reply: dict[str, Any] | None = None
@@ -136,6 +138,8 @@ class Client:
         if self.last_event_id:
             join["last_event_id"] = self.last_event_id
         await ws.send(encode(self.encoding, join))
+        if self.connections > 1:
+            self.resent += len(self._pending)
         for message, _ in self._pending.values():
             await ws.send(encode(self.encoding, message))
 
@@ -238,8 +242,12 @@ class Client:
         if self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(encode(self.encoding, message))
-        async with asyncio.timeout(within_s):
-            return await future
+        try:
+            async with asyncio.timeout(within_s):
+                return await future
+        finally:
+            if self._pending.get(rid, (None, None))[1] is future:
+                del self._pending[rid]  # given up (or cancelled): not sent again on reconnect
 
     async def send_raw(self, payload: str | bytes) -> None:
         """Send a frame as is (tests of malformed input)."""
