@@ -17,6 +17,11 @@ Against a deployment (tokens are minted with its secret; the audit needs its Red
     .venv/bin/python scripts/spike.py --url https://live.example --host-key lch_... \\
         --token-secret ... --redis-url redis://... --viewers 5000 --attempts 20000 --stock 1000
 
+With faults during the burst -- a gateway, the relay and Valkey killed, the sink down and slow,
+on a seeded schedule, a report per fault (loadtests/chaos.py, loadtests/README.md)::
+
+    .venv/bin/python scripts/spike.py --local --chaos --viewers 5000 --attempts 20000 --stock 1000
+
 Writes ``report.json`` (figures, audit), ``samples.json`` (raw samples) and PNG plots to
 ``--out``; exits 1 when an invariant is broken, 2 when the run could not be carried out.
 """
