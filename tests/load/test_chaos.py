@@ -92,6 +92,7 @@ def test_wave_rows_sum_the_workers_and_take_the_deltas_of_the_sink() -> None:
 
 # -- a real chaos run -----------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_short_chaos_spike_keeps_every_invariant(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
     cmd = [
