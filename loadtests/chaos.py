@@ -71,6 +71,8 @@ STACK_ENV = {
 RELAY_GROUP = "fulfillment"
 """The relay's consumer group (LIVECOMMERCE_RELAY_GROUP's default; the stack does not set it)."""
 RECOVER_TIMEOUT_S = 180.0
+REPORT_MARGIN_MS = 1500.0
+"""A worker report this much younger than a fault has seen its effect (reports: every 0.5 s)."""
 WAVE_TIMEOUT_S = 120.0
 FINAL_EVENT_WAIT_S = 5.0
 
@@ -190,6 +192,7 @@ def wave_rows(
             "acknowledged_orders": c["ok"],
             "refused": c["refused"],
             "timeouts": c["timeout"],
+            "timeouts_retried": c["timeout_retried"],
             "unavailable_answers": c["unavailable"],
             "retried_same_id": c["retried"],
             "retried_then_answered": c["retried_answered"],
@@ -214,6 +217,10 @@ def wave_rows(
 
 
 # -- the controller ---------------------------------------------------------------------------
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=1.0) as response:
@@ -273,8 +280,17 @@ class Chaos:
         """The sink has every confirmed order and the relay acknowledged every one of them."""
         return await self._sink_caught_up() and await self._pending() == 0
 
-    def _reconnected(self, connected: int) -> bool:
-        return self.fleet.total("connected") >= connected and _ready(self.stack.url)
+    def _reconnected(self, connected: int, closed: int, fault_ms: float) -> bool:
+        """Every viewer is back: the workers reported after the fault (with a margin for their
+        report interval) that connections were closed and that as many are open as before."""
+        fleet = self.fleet
+        fresh = all(float(p.get("at_ms", 0)) > fault_ms + REPORT_MARGIN_MS for p in fleet.last)
+        return (
+            fresh
+            and fleet.total("closed") > closed
+            and fleet.total("connected") >= connected
+            and _ready(self.stack.url)
+        )
 
     async def _until(self, check: Callable[[], Any], timeout_s: float = RECOVER_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -357,7 +373,7 @@ class Chaos:
         """Inject the step's fault; wait until it is over; (what recovered, seconds)."""
         stack, fleet, chaos = self.stack, self.fleet, self.chaos
         t0 = time.monotonic()
-        connected = fleet.total("connected")
+        connected, closed, fault_ms = fleet.total("connected"), fleet.total("closed"), now_ms()
         if step.fault == "gateway_kill":
             pids = stack.gateway_pids()
             victim = pids[step.target % len(pids)]
@@ -368,11 +384,17 @@ class Chaos:
                 alive = stack.gateway_pids()
                 return victim not in alive and len(alive) == stack.workers
 
-            ok = await self._until(lambda: back() and self._reconnected(connected))
+            ok = await self._until(
+                lambda: back() and self._reconnected(connected, closed, fault_ms)
+            )
             return ("every viewer back" if ok else "NOT recovered"), time.monotonic() - t0
         if step.fault == "relay_kill":
+            # Kill while deliveries wait for the slow sink's answers: some orders recorded by
+            # the sink, not yet acknowledged (bounded wait).
             before = (await self._fulfillment())["received"]
             await self._until(lambda: self._received_over(before), 10.0)
+            in_flight = min(16, max(1, self.units[step.wave] // 2))
+            await self._until(lambda: self._pending_over(in_flight), 5.0)
             end["unacked_at_kill"] = await self._pending()
             stack.kill("relay", signal.SIGKILL)
             self.say(f"  SIGKILL relay with {end['unacked_at_kill']} orders not acknowledged")
@@ -388,7 +410,7 @@ class Chaos:
             self.say(f"  Valkey {'SIGKILL' if kill else 'SIGTERM'}; down {chaos.valkey_down_s} s")
             await asyncio.sleep(chaos.valkey_down_s)
             stack.start_valkey()
-            ok = await self._until(lambda: self._reconnected(connected))
+            ok = await self._until(lambda: self._reconnected(connected, closed, fault_ms))
             return ("every viewer back" if ok else "NOT recovered"), time.monotonic() - t0
         if step.fault == "sink_down":
             stack.kill("sink", signal.SIGKILL)
@@ -413,6 +435,9 @@ class Chaos:
                 time.monotonic() - t0
             )
         raise ValueError(step.fault)
+
+    async def _pending_over(self, count: int) -> bool:
+        return await self._pending() >= count
 
     async def _received_over(self, count: int) -> bool:
         return int((await self._fulfillment())["received"]) > count
@@ -462,9 +487,10 @@ def report(
 
 def describe(chaos_report: dict[str, Any]) -> str:
     """The per-fault table as text, for the end of the run's output."""
-    head = ("wave", "fault", "acked", "unavail", "retried", "resent", "resumed", "snapshot",
-            "confirmed", "received", "dups", "recover_s")  # fmt: skip
-    keys = ("wave", "fault", "acknowledged_orders", "unavailable_answers", "retried_same_id",
+    head = ("wave", "fault", "acked", "unavail", "no_reply", "retried", "resent", "resumed",
+            "snapshot", "confirmed", "received", "dups", "recover_s")  # fmt: skip
+    keys = ("wave", "fault", "acknowledged_orders", "unavailable_answers", "timeouts_retried",
+            "retried_same_id",
             "resent_on_reconnect", "rejoins_resumed", "rejoins_snapshot", "orders_confirmed",
             "orders_received",
             "duplicates_rejected", "recover_s")  # fmt: skip
@@ -482,6 +508,9 @@ def describe(chaos_report: dict[str, Any]) -> str:
         f"events, {g['complete_after_snapshot']} after a snapshot, {g['with_gap']} with a gap "
         f"({g['not_connected_at_end']} not connected at the end)"
     )
+    if "orders_not_told" in chaos_report:
+        lines.append(f"orders made whose buyer got no answer (gave up): "
+                     f"{chaos_report['orders_not_told']}")  # fmt: skip
     d = chaos_report["sink_dedup"]
     lines.append(f"sink: accepted {d['accepted']} webhooks ({d['orders']} orders); "
                  f"{len(d['twice'])} accepted twice")  # fmt: skip

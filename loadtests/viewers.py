@@ -13,7 +13,8 @@ by all processes) and lives in process ``i % processes``, so every process ramps
 When it sees ``drop_opened`` it makes its attempts at uniformly random moments in the buy window,
 one at a time (a viewer taps again after the previous answer). An attempt answered
 ``unavailable`` is sent again with the same request id after a short back-off (what the protocol
-asks of a client), for up to ``retry_for_s``.
+asks of a client), for up to ``retry_for_s``; in wave mode so is one not answered within
+``reply_timeout_s`` (only then is it a ``timeout``).
 
 Wave mode (``waves`` > 0, :mod:`loadtests.chaos`): viewers do not buy on ``drop_opened``; each
 ``burst`` message starts a wave in which every viewer makes its share of the wave's attempts
@@ -132,6 +133,8 @@ class Samples:
         self.tracks: dict[str, dict[str, Any]] = {}
         """Per viewer (wave mode): first/resync event ids, the durable event ids seen, at_end."""
         self.connected_now = 0
+        self.closed_now = 0
+        """Connections the server (or its death) closed so far, each followed by a reconnect."""
         self.joined = 0
         self.failed = 0
         self.saw_drop = 0
@@ -151,6 +154,8 @@ class Samples:
             "unanswered": self.outcomes["timeout"],
             "unavailable": self.unavailable,
             "connected": self.connected_now,
+            "closed": self.closed_now,
+            "at_ms": now_ms(),
             "wave": self.wave,
             "wave_started": self.in_wave("viewers_started"),
             "wave_done": self.in_wave("viewers_done"),
@@ -364,24 +369,36 @@ class Viewers:
     async def _send_until_available(
         self, client: Client, viewer: str, request_id: str, index: int
     ) -> dict[str, Any]:
-        """The attempt's reply; ``unavailable`` is answered by sending it again, same id."""
+        """The attempt's reply. ``unavailable`` -- and in wave mode also no reply within the reply
+        timeout (the connection may be down, its server gone) -- is answered by sending it again
+        with the same request id, for up to ``retry_for_s``: the store answers a request id once."""
         payment = self.bots.payment_reference(index, viewer, request_id)
         give_up = time.monotonic() + self.config.retry_for_s
         pause, retried = RETRY_BACKOFF_S[0], False
         while True:
-            reply = await asyncio.wait_for(
-                client.buy_now(self.plan.drop, 1, payment, request_id=request_id),
-                self.config.reply_timeout_s,
+            try:
+                reply = await asyncio.wait_for(
+                    client.buy_now(self.plan.drop, 1, payment, request_id=request_id),
+                    self.config.reply_timeout_s,
+                )
+            except TimeoutError:
+                if not self.config.waves or time.monotonic() + pause > give_up:
+                    raise  # a plain spike reports a timeout as such
+                self.samples.count("timeout_retried")
+                reply = {"type": "error", "code": "timeout"}
+            failed = reply.get("type") == "error" and reply.get("code") in (
+                "unavailable",
+                "timeout",
             )
-            unavailable = reply.get("type") == "error" and reply.get("code") == "unavailable"
-            if not unavailable or time.monotonic() + pause > give_up:
-                if retried and not unavailable:
+            if not failed or time.monotonic() + pause > give_up:
+                if retried and not failed:
                     self.samples.count("retried_answered")
                     if reply.get("ok"):
                         self.samples.count("retried_ok")
                 return reply
-            self.samples.unavailable += 1
-            self.samples.count("unavailable")
+            if reply.get("code") == "unavailable":
+                self.samples.unavailable += 1
+                self.samples.count("unavailable")
             if not retried:
                 retried = True
                 self.samples.count("retried")
@@ -421,6 +438,7 @@ class Viewers:
         last_progress = 0.0
         while not self.stopping.is_set():
             self.samples.connected_now = self.connected_now()
+            self.samples.closed_now = sum(len(c.close_codes) for c in self.clients)
             self.samples.connected.append((now_ms(), self.samples.connected_now))
             if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = time.monotonic()

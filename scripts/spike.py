@@ -522,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stack is not None:
             stack.stop()
+    if "chaos" in raw and "inventory" in audit:
+        # Orders the store made whose buyer never got the answer (gave up waiting): not lost --
+        # they are in the store and the sink -- but a buyer who does not know it bought.
+        raw["chaos"]["orders_not_told"] = (
+            audit["inventory"]["orders"] - audit["viewers"]["told_orders"]
+        )
     full = {
         "run": plan.run,
         "plan": plan.as_dict(),
