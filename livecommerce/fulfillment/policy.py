@@ -104,3 +104,16 @@ def failure_reason(exc: DeliveryError) -> str:
     if exc.gone:
         return "gone"
     return f"http_{exc.status // 100}xx"
+
+
+UNREACHABLE_STATUSES = frozenset({502, 503, 504})
+"""Answers that say the endpoint as a whole is not there (a proxy in front of a down backend)."""
+
+
+def endpoint_unreachable(exc: DeliveryError) -> bool:
+    """Did this failure say the endpoint is down (no connection, a timeout, 502/503/504 without
+    ``Retry-After``) rather than something about this one order? An order that failed so may be
+    retried as soon as another delivery to the endpoint succeeds, before its back-off is over."""
+    if exc.retry_after is not None:
+        return False
+    return exc.status is None or exc.status in UNREACHABLE_STATUSES

@@ -59,6 +59,7 @@ from livecommerce.fulfillment.policy import (
     KEEP_RECENT,
     GroupPosition,
     backoff_delay,
+    endpoint_unreachable,
     failure_reason,
     keep_floor,
     parse_id,
@@ -141,6 +142,8 @@ class Relay:
         self._acks = Acks(redis, self.group)
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
+        self._answered = asyncio.Event()
+        """Set (and replaced) at every successful delivery: the endpoint is reachable again."""
         self._runner: asyncio.Task[None] | None = None
         self._delivered_mark = (time.monotonic(), 0)
         self._delivered_count = 0
@@ -367,13 +370,30 @@ class Relay:
                     exc,
                     delay,
                 )
-                await _wait(self._stop, delay)
+                await self._pause(delay, early=endpoint_unreachable(exc))
                 continue
             break
+        answered, self._answered = self._answered, asyncio.Event()
+        answered.set()  # orders waiting out an outage's back-off go now
         await self._acks.ack(work.stream, work.entry_id)
         self.metrics.delivered.inc()
         self._delivered_count += 1
         self.metrics.latency.observe(max(0.0, time.time() - message.confirmed_at / 1000))
+
+    async def _pause(self, delay: float, *, early: bool) -> None:
+        """The back-off before the next attempt; with ``early`` (the endpoint was unreachable),
+        cut short by the next successful delivery: when a backend comes back after minutes,
+        its orders go at once instead of each waiting out a back-off of up to a minute or more."""
+        if not early:
+            await _wait(self._stop, delay)
+            return
+        waits = [asyncio.ensure_future(self._stop.wait()),
+                 asyncio.ensure_future(self._answered.wait())]  # fmt: skip
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     async def _dead_letter(self, work: _Work, fields: Fields, error: str, attempts: int) -> None:
         await deadletters.add(

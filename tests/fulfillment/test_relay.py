@@ -217,6 +217,30 @@ async def test_failed_attempts_are_retried_until_delivered(
     assert await deadletters.count(redis, keyspace) == 0
 
 
+async def test_orders_waiting_out_an_outage_go_at_the_first_delivery_that_succeeds(
+    redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    """The backend was unreachable: its orders wait in back-off (here 60-120 s). The first
+    delivery that succeeds afterwards sends them at once; an order refused for itself (HTTP 500)
+    keeps its back-off."""
+    sink = MemoryDeliverer()
+    await add_show(redis, keyspace, "s1")
+    down = [await add_order(redis, keyspace, "s1", n) for n in range(5)]
+    for order in down:
+        sink.failures[order] = [DeliveryError("network: connection refused")]
+    refused = await add_order(redis, keyspace, "s1", 9)
+    sink.failures[refused] = [DeliveryError("HTTP 500", status=500)]
+    relay = make_relay(redis, keyspace, sink, backoff_base_s=120.0, backoff_max_s=120.0)
+    async with running(relay):
+        first_tries = [*down, refused]
+        await eventually(lambda: _true(all(sink.attempts.get(o) == 1 for o in first_tries)))
+        fresh = await add_order(redis, keyspace, "s1", 20)  # the backend is back: this one goes
+        await eventually(lambda: _true({m.order_id for m in sink.delivered} >= {fresh, *down}))
+        assert all(sink.attempts[o] == 2 for o in down)
+        assert sink.attempts[refused] == 1 and refused not in {m.order_id for m in sink.delivered}
+    assert await deadletters.count(redis, keyspace) == 0
+
+
 async def test_after_max_attempts_an_order_is_dead_lettered_then_replayed(
     redis: aioredis.Redis, keyspace: Keyspace
 ) -> None:
