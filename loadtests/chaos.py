@@ -314,16 +314,20 @@ class Chaos:
             await redis.aclose()
 
     async def _host(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """A host API call, retried while the stack recovers (bounded)."""
+        """A host API call, retried (bounded) only where nothing was done: no connection, or a
+        503 (the store unreachable). A restock is not idempotent: anything else is an error."""
         last = ""
         for _ in range(60):
             try:
                 response = await self.http.request(method, path, json=body)
+            except httpx.ConnectError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
                 if response.status_code in (200, 201):
                     return response.json()
                 last = f"{response.status_code} {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                if response.status_code != 503:
+                    break
             await asyncio.sleep(0.5)
         raise RuntimeError(f"{method} {path}: {last}")
 
