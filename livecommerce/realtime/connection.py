@@ -6,7 +6,6 @@ a drop's line.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -45,13 +44,14 @@ class Connection:
         """The client address limits and blocks apply to (realtime.admission)."""
         self.viewer = ""
         """The viewer id counted against the per-viewer connection limit, once joined."""
-        self.buffered: deque[MutableMapping[str, Any]] = deque()
-        """Frames received while an attempt waited in line, not yet handled."""
+        self.buffered: list[MutableMapping[str, Any]] = []
+        """Frames received while an attempt waited in line, not yet handled (at most
+        ``gateway.MAX_BUFFERED``: a list, which empty is a tenth of a deque's size)."""
         self.next_receive: asyncio.Future[MutableMapping[str, Any]] | None = None
 
     async def receive(self) -> MutableMapping[str, Any]:
         if self.buffered:
-            return self.buffered.popleft()
+            return self.buffered.pop(0)
         if self.next_receive is not None:
             pending, self.next_receive = self.next_receive, None
             return await pending

@@ -92,8 +92,8 @@ def find_direct(send: Callable[..., Any]) -> Any:
     conn = getattr(owner, "conn", None)
     if not isinstance(conn, WSProtocol) or conn.side is not Side.SERVER or conn.extensions:
         return None
-    if not isinstance(getattr(owner, "writable", None), asyncio.Event):
-        return None
+    if not callable(getattr(getattr(owner, "writable", None), "is_set", None)):
+        return None  # an asyncio.Event, or realtime.wsprotocol's lighter Writable
     if not all(hasattr(owner, name) for name in ("close_sent", "disconnected")):
         return None
     return owner
@@ -107,7 +107,14 @@ class Outbox:
     the ASGI send, which completes without suspending unless the transport is paused); otherwise
     it is queued for the writer task. While ``holding`` (during join) live frames are kept aside
     to be released after the snapshot.
+
+    Most viewers keep up and never queue: the queue, the writer's wake-up event and the writer
+    task are made the first time a frame has to wait (an idle viewer holds none of them).
     """
+
+    __slots__ = ("_direct", "_held", "_on_overflow", "_pending", "_queue", "_send", "_task",
+                 "_transport", "_wake", "closed", "encoding", "max_buffer", "max_queue",
+                 "overflowed", "sent")  # fmt: skip
 
     def __init__(self, encoding: Encoding, send: ASGISend, *, max_queue: int, max_buffer: int,
                  on_overflow: Callable[[Outbox], None]) -> None:  # fmt: skip
@@ -120,10 +127,10 @@ class Outbox:
         self.max_queue = max_queue
         self.max_buffer = max_buffer
         self._on_overflow = on_overflow
-        self._queue: deque[Frame] = deque()
+        self._queue: deque[Frame] | None = None
         self._held: list[Frame] | None = None
         self._pending: tuple[Coroutine[Any, Any, Any], Any] | None = None
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.closed = False
         self.overflowed = False
@@ -157,11 +164,10 @@ class Outbox:
         if self.closed:
             return
         if self._queue or self._pending is not None:
-            if len(self._queue) >= self.max_queue:
+            if self._queue is not None and len(self._queue) >= self.max_queue:
                 self._overflow()
                 return
-            self._queue.append(frame)
-            self._wake.set()
+            self._enqueue(frame)
             return
         self._write_now(frame)
 
@@ -179,9 +185,7 @@ class Outbox:
                 self._check_buffer()
                 return
             # Paused for writing: the writer task waits for the transport, in order.
-            self._queue.append(frame)
-            self._wake.set()
-            self._ensure_writer()
+            self._enqueue(frame)
             return
         coro = self._send(frame.asgi(self.encoding))
         try:
@@ -195,8 +199,7 @@ class Outbox:
             return
         # The server applies back-pressure: let the writer task finish this send.
         self._pending = (coro, yielded)  # type: ignore[assignment]
-        self._wake.set()
-        self._ensure_writer()
+        self._wake_writer()
 
     def _check_buffer(self) -> None:
         if self._transport is not None:
@@ -212,18 +215,29 @@ class Outbox:
             return
         self.closed = True
         self.overflowed = True
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         self._held = None
         self._on_overflow(self)
 
-    def _ensure_writer(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._write_loop(), name="outbox")
+    def _enqueue(self, frame: Frame) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(frame)
+        self._wake_writer()
 
-    async def _write_loop(self) -> None:
+    def _wake_writer(self) -> None:
+        """Wake the writer task, made (with its event) the first time it is needed."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_loop(self._wake), name="outbox")
+
+    async def _write_loop(self, wake: asyncio.Event) -> None:
         while not self.closed:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             try:
                 if self._pending is not None:
                     coro, yielded = self._pending

@@ -131,6 +131,8 @@ def error(code: ErrorCode, message: str, *, request_id: object = None,
 class TokenBucket:
     """``burst`` tokens, refilled at ``rate`` per second; the clock is handed in."""
 
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
         self.burst = float(burst)
@@ -175,6 +177,8 @@ def _str(
 
 class Session:
     """One viewer connection's protocol state."""
+
+    __slots__ = ("bucket", "burst", "name", "phase", "show", "strikes", "token_secret", "viewer")
 
     def __init__(self, *, rate: float, burst: int, token_secret: str | None, now: float) -> None:
         self.phase = Phase.AWAITING_JOIN

@@ -19,6 +19,13 @@ fragment as it arrives (an incremental decoder: a character may straddle two fra
 bad one fails the connection inside the parser, as every other malformed frame does, so uvicorn
 never meets undecodable text.
 
+Memory per connection. uvicorn's protocol object lives as long as the viewer, and most viewers
+are idle: what it holds for nothing is cut. Its receive queue (an ``asyncio.Queue``: four deques,
+~3 KB) is an :class:`Inbox` with the same ``put_nowait``/``get``/``empty``; its "transport
+writable" flag (an ``asyncio.Event`` and its deque) is a :class:`Writable`; the handshake's
+request and response (parsed headers, ~3 KB), which it keeps but never reads again, are dropped
+once the handshake is answered (the request's headers once the scope has them).
+
 A connection failed for the client's fault (a malformed frame, invalid UTF-8, a frame over the
 size limit) is logged as one INFO line on ``livecommerce.gateway`` with the close code and
 reason. An unexpected error in the parser stays what ``websockets`` makes of it: an error with
@@ -29,19 +36,25 @@ Pass :data:`WS_PROTOCOL` as uvicorn's ``ws`` setting (``runner.uvicorn_config`` 
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import logging
 from typing import Any
 
 from uvicorn.protocols.utils import get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import PayloadTooBig, ProtocolError
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 log = logging.getLogger("livecommerce.gateway")
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+_NO_HEADERS = Headers()
+"""In place of a handshake request's headers once they are read (never written to)."""
 
 CLIENT_FAULTS = (ProtocolError, UnicodeDecodeError, PayloadTooBig)
 """What the parser fails a connection with when the client sent something wrong."""
@@ -78,8 +91,92 @@ class ConformingServerProtocol(ServerProtocol):
                 self._text = None
 
 
+class Inbox:
+    """What the protocol hands the app's ``receive``, in order: ``asyncio.Queue``'s
+    ``put_nowait``, ``get`` and ``empty`` (unbounded, so a put never waits), in two lists."""
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._getters: list[asyncio.Future[None]] = []
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():  # woken, then cancelled: pass it on
+                    self._wake_next()
+                raise
+        return self._items.pop(0)
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+
+class Writable:
+    """``asyncio.Event``'s ``is_set``/``set``/``clear``/``wait`` for the "transport writable" flag,
+    which is set nearly all of a connection's life: the waiters' list exists while one waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if self._value:
+            return
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol driving :class:`ConformingServerProtocol`."""
+    """uvicorn's websockets-sansio protocol driving :class:`ConformingServerProtocol`, holding
+    less per connection (the module's docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +186,22 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             max_size=(conn.max_message_size, conn.max_fragment_size),
             logger=conn.logger,
         )
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
+        self.writable.set()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The scope has the headers now. uvicorn keeps the request and never reads it again;
+        # the parser's generator keeps it too, as a local it never reads again: its headers go.
+        self.request = None  # type: ignore[assignment]
+        event.headers = _NO_HEADERS
+
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once, right after it wrote the accepted handshake's 101 response:
+        # the response is not read again.
+        self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
 
     def handle_parser_exception(self) -> None:
         """One INFO line (uvicorn's "[accepted]" line names the same client) when the client's

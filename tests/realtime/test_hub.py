@@ -139,6 +139,7 @@ async def test_outbox_writes_frames_to_the_transport_and_waits_while_paused() ->
     assert box._direct is proto
     box.push(Frame({"n": 1}))
     assert proto.asgi_sends == 0 and box.sent == 1  # written at once, no ASGI event
+    assert box._queue is None and box._task is None  # kept up: no queue, no writer task
     proto.writable.clear()  # the transport asks to pause writing
     box.push(Frame({"n": 2}))
     box.push(Frame({"n": 3}))
