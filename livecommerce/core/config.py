@@ -140,6 +140,9 @@ class RedisSettings:
     """LIVECOMMERCE_APPENDFSYNC: embedded Valkey's appendfsync (always, everysec)."""
     wait_aof: bool = True
     """LIVECOMMERCE_WAIT_AOF: WAITAOF before reporting an order confirmed (where supported)."""
+    startup_wait_s: float = 60.0
+    """LIVECOMMERCE_REDIS_STARTUP_WAIT: seconds a starting server waits for Redis to answer before
+    it gives up (a worker restarted during a Redis restart waits instead of failing)."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         key_prefix=env.text("KEY_PREFIX", "lc"),
         appendfsync=fsync,
         wait_aof=env.flag("WAIT_AOF", True),
+        startup_wait_s=env.number("REDIS_STARTUP_WAIT", 60.0, minimum=0.0, maximum=3600),
     )
     if redis.url is not None and not redis.url.reveal().startswith(
         ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")

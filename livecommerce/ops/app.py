@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from livecommerce.core.config import Settings
+from livecommerce.core.errors import StoreError
 from livecommerce.fulfillment.relay import server_relay
 from livecommerce.fulfillment.retention import Retention
 from livecommerce.ops.scheduler import Scheduler
@@ -34,6 +36,9 @@ from livecommerce.store.services import Services
 from livecommerce.web import hostapi, pages
 
 log = logging.getLogger("livecommerce.app")
+
+STARTUP_RETRY_S = (0.1, 2.0)
+"""First and longest pause between PINGs while a starting server waits for Redis."""
 
 
 async def livez(request: Request) -> Response:
@@ -81,6 +86,7 @@ async def start_services(
     # A burst of joins must wait briefly for a free connection, not fail: a blocking pool.
     pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256, timeout=10)
     redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+    await wait_for_redis(redis, settings.redis.startup_wait_s)
     inventory = Inventory(redis, keyspace, settings)
     await inventory.load()
     services = Services(
@@ -96,6 +102,30 @@ async def start_services(
         task.add_done_callback(_report_stopped)
     services.extras["tasks"] = tasks
     return services, tasks, stop
+
+
+async def wait_for_redis(redis: aioredis.Redis, timeout_s: float) -> None:
+    """Return once Redis answers a PING; raise StoreError after ``timeout_s``.
+
+    A server process must not fail its start because Redis is restarting: under ``--workers N``
+    uvicorn's supervisor takes a worker that fails before it serves for a broken app and stops
+    the whole server -- a worker restarted during a Redis restart would take every other worker
+    down with it."""
+    deadline = time.monotonic() + timeout_s
+    pause, said = STARTUP_RETRY_S[0], 0.0
+    while True:
+        try:
+            await redis.ping()
+            return
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now + pause > deadline:
+                raise StoreError(f"redis did not answer within {timeout_s:g} s: {exc}") from exc
+            if now - said >= 5.0:
+                said = now
+                log.warning("waiting for redis before serving: %s", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, STARTUP_RETRY_S[1])
 
 
 def _report_stopped(task: asyncio.Task[None]) -> None:

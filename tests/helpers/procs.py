@@ -16,7 +16,7 @@ from helpers.gateway import SECRET, free_port
 
 
 class Proc:
-    def __init__(self, redis_url: str, prefix: str, log: Path) -> None:
+    def __init__(self, redis_url: str, prefix: str, log: Path, *args: str) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -30,7 +30,7 @@ class Proc:
         }
         self.log = log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "livecommerce", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "livecommerce", "serve", "--port", str(self.port), *args],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
