@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,6 +72,10 @@ COMMAND_CONCURRENCY = 160
 """Redis work in flight at once for joins and for commands: a burst of thousands of viewers
 (a drop, or everyone reconnecting after a drain) queues here instead of exhausting the
 connection pool (256 in app.py) and failing with "unavailable"."""
+
+
+def _nothing() -> None:
+    pass
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -511,16 +516,19 @@ class Gateway:
         if not lined or not valid_id(cmd.drop):
             await self._store_command(conn, show, cmd, edge_checked, started)
             return
-        key = (show, cmd.drop)
-        if not await self._queue_up(conn, key, cmd):
+        release = await self._queue_up(conn, (show, cmd.drop), cmd)
+        if release is None:
             return
         try:
-            await self._store_command(conn, show, cmd, edge_checked, started)
+            await self._store_command(conn, show, cmd, edge_checked, started, release)
         finally:
-            self._answered.add(key)
+            release()
 
-    async def _store_command(self, conn: Connection, show: str, cmd: Command,
-                             edge_checked: bool, started: float) -> None:  # fmt: skip
+    async def _store_command(self, conn: Connection, show: str, cmd: Command, edge_checked: bool,
+                             started: float, answered: Callable[[], None] = _nothing,
+                             ) -> None:  # fmt: skip
+        """Run ``cmd`` at the store and reply. ``answered`` is called once the store has
+        answered, before the order's fsync wait (the waiting line's ticket is then done)."""
         try:
             async with self._command_slots:
                 # The view may have learnt the answer while this attempt waited for a slot
@@ -532,8 +540,10 @@ class Gateway:
                     return
                 refused = await self.admission.refuse_command(show, conn.address, cmd)
                 outcome = refused or await self._run_command(show, cmd)
-            # The fsync wait of an order holds no store slot: one WAITAOF round covers every
-            # order of a burst, and the next attempts reach the store meanwhile.
+            # The fsync wait of an order holds no store slot and no place in the drop's line:
+            # one WAITAOF round covers every order of a burst (up to a second with appendfsync
+            # everysec), and the next attempts reach the store meanwhile.
+            answered()
             outcome = await self.services.inventory.durable(outcome)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
@@ -558,9 +568,15 @@ class Gateway:
 
     async def _tickets_done(self, key: Any, n: int) -> None:
         try:
-            await self.services.inventory.tickets_done(key[0], key[1], n)
+            done = await self.services.inventory.tickets_done(key[0], key[1], n)
         except (StoreError, RedisError, OSError) as exc:  # the line's stall rule recovers
             log.warning("line of %s/%s: %d answers not counted: %s", key[0], key[1], n, exc)
+            return
+        # This process's own answers move its line now, not one pub/sub delivery later (the
+        # progress message still comes, and moves the line of every other process).
+        line = self._lines.get(key)
+        if line is not None:
+            self._admit(line.moved(done, time.monotonic()))
 
     def _line(self, key: tuple[str, str]) -> DropLine:
         line = self._lines.get(key)
@@ -569,20 +585,43 @@ class Gateway:
                                                self.settings.line_size)  # fmt: skip
         return line
 
-    async def _queue_up(self, conn: Connection, key: tuple[str, str], cmd: Command) -> bool:
-        """Take a ticket and wait for the line to reach it. True: go to the store now; False:
-        answered here (``busy``, sold out while waiting) or the viewer left (nothing ran)."""
+    def _ticket_done(self, key: tuple[str, str]) -> Callable[[], None]:
+        """Counts one ticket of ``key`` answered, once however often it is called."""
+        counted = False
+
+        def done() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                self._answered.add(key)
+
+        return done
+
+    async def _queue_up(self, conn: Connection, key: tuple[str, str],
+                        cmd: Command) -> Callable[[], None] | None:  # fmt: skip
+        """Take a ticket and wait for the line to reach it. Returns what to call once the store
+        has answered (the ticket is then done) to go to the store now; None: answered here
+        (``busy``, or the drop's answer became known meanwhile) or the viewer left (nothing
+        ran). Every ticket taken is counted done exactly once."""
         try:
             (last, done), i, n = await self._tickets.take(key)
         except (StoreError, RedisError, OSError) as exc:
             log.warning("line of %s/%s: no ticket: %s", key[0], key[1], exc)
-            return True  # no line without the store; the store itself will answer (or fail)
+            return _nothing  # no line without the store; the store itself will answer (or fail)
         ticket = last - n + 1 + i
         line = self._line(key)
         now = time.monotonic()
         self._admit(line.moved(done, now))
         if line.may_go(ticket):
-            return True
+            return self._ticket_done(key)
+        # The drop may have closed while the ticket was taken: the flush of its line ran before
+        # this attempt joined it, so it must not wait for a line that no longer moves for it.
+        late = self._edge_reply(key[0], cmd)
+        if late is not None:
+            self._answered.add(key)
+            self.metrics.count_command(cmd.op, late.get("reason") or "refused")
+            conn.send(late)
+            return None
         if line.full:
             self._answered.add(key)
             self.metrics.line_busy.inc()
@@ -590,7 +629,7 @@ class Gateway:
             conn.send(error(ErrorCode.BUSY, "too many attempts wait for this drop; try again",
                             request_id=cmd.request_id,
                             retry_after_ms=line.retry_after_ms()).message)  # fmt: skip
-            return False
+            return None
         verdict: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         waiter = Waiter(ticket, now, (conn, cmd, verdict))
         position = line.wait(waiter)
@@ -607,11 +646,11 @@ class Gateway:
             gauge.dec()
             self.metrics.line_seconds.observe(time.monotonic() - now)
         if reply is None:
-            return True
+            return self._ticket_done(key)
         self._answered.add(key)
         self.metrics.count_command(cmd.op, reply.get("reason") or "refused")
         conn.send(reply)
-        return False
+        return None
 
     @staticmethod
     def _queued(cmd: Command, position: int) -> dict[str, Any]:

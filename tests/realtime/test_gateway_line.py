@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import SECRET, Running, drop, serve, settings
+from helpers.polling import eventually
 
 from livecommerce.realtime.client import Client
 from livecommerce.realtime.tokens import mint
@@ -56,6 +57,24 @@ async def busy(gw: Running) -> AsyncIterator[asyncio.Semaphore]:
     finally:
         for _ in range(taken):
             slots.release()
+
+
+@contextlib.asynccontextmanager
+async def fsync_held(gw: Running, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every order of ``gw`` waits for its fsync (WAITAOF) until the block ends: a sale is made
+    at the store, but its buyer is not told yet (the real wait runs once let go)."""
+    barrier = gw.gateway.services.inventory.durability
+    wait, go = barrier.wait, asyncio.Event()
+
+    async def held() -> bool | None:
+        await go.wait()
+        return await wait()
+
+    monkeypatch.setattr(barrier, "wait", held)
+    try:
+        yield
+    finally:
+        go.set()
 
 
 def viewer(gw: Running, name: str) -> Client:
@@ -105,6 +124,30 @@ async def test_arrival_order_is_kept_across_gateways(
         assert await sale_order(redis, keyspace) == ["a1", "b1", "a2", "b2"]  # ticket order
         waiting = a.gateway.metrics.line_waiting.labels("s1", "d1")._value.get()
         assert waiting == 0
+
+
+async def test_an_order_waiting_for_its_fsync_leaves_room_in_the_line(
+    redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The fsync wait (up to a second with appendfsync everysec) is shared by every order of a
+    # burst and is no work at the store: a line that kept it in the window let one window of
+    # sales through per fsync round, and the spike's buyers timed out behind it.
+    await inv.create_drop("s1", drop("d1", quantity=10))
+    no_stall = settings(line_in_flight=1, line_stall_s=3600)  # only answers move the line
+    async with serve(no_stall, redis_url, keyspace) as a, viewer(a, "a1") as a1, \
+            viewer(a, "a2") as a2:  # fmt: skip
+        async with fsync_held(a, monkeypatch):
+            t_a1 = asyncio.create_task(a1.buy_now("d1", 1, "pay", request_id="r-a1"))
+            await eventually(lambda: recorded(redis, keyspace, "a1", "r-a1"))
+            t_a2 = asyncio.create_task(a2.buy_now("d1", 1, "pay", request_id="r-a2"))
+            # a1 is sold and only waits for the disk: a2 goes to the store meanwhile.
+            await eventually(lambda: recorded(redis, keyspace, "a2", "r-a2"))
+            assert not t_a1.done() and not t_a2.done()
+        results = await asyncio.gather(t_a1, t_a2)
+        assert all(r["ok"] and r.get("durable") is True for r in results), results
+        assert await sale_order(redis, keyspace) == ["a1", "a2"]
+        assert a.gateway._lines[("s1", "d1")].waiting == []
 
 
 async def test_sold_out_flushes_everyone_in_line_at_once(
