@@ -567,16 +567,25 @@ class Gateway:
         return await self.services.inventory.take_tickets(key[0], key[1], n)
 
     async def _tickets_done(self, key: Any, n: int) -> None:
+        line = self._lines.get(key)
+        if line is not None:
+            line.counting(n)
         try:
             done = await self.services.inventory.tickets_done(key[0], key[1], n)
         except (StoreError, RedisError, OSError) as exc:  # the line's stall rule recovers
             log.warning("line of %s/%s: %d answers not counted: %s", key[0], key[1], n, exc)
             return
-        # This process's own answers move its line now, not one pub/sub delivery later (the
-        # progress message still comes, and moves the line of every other process).
-        line = self._lines.get(key)
+        line = self._lines.get(key)  # the progress message moves every other process's line
         if line is not None:
             self._admit(line.moved(done, time.monotonic()))
+
+    def _answer_ticket(self, key: tuple[str, str]) -> None:
+        """One ticket of this process answered: counted at the store (batched per loop turn)
+        and, at once, in this process's line."""
+        self._answered.add(key)
+        line = self._lines.get(key)
+        if line is not None:
+            self._admit(line.answered_here(time.monotonic()))
 
     def _line(self, key: tuple[str, str]) -> DropLine:
         line = self._lines.get(key)
@@ -593,7 +602,7 @@ class Gateway:
             nonlocal counted
             if not counted:
                 counted = True
-                self._answered.add(key)
+                self._answer_ticket(key)
 
         return done
 
@@ -618,12 +627,12 @@ class Gateway:
         # this attempt joined it, so it must not wait for a line that no longer moves for it.
         late = self._edge_reply(key[0], cmd)
         if late is not None:
-            self._answered.add(key)
+            self._answer_ticket(key)
             self.metrics.count_command(cmd.op, late.get("reason") or "refused")
             conn.send(late)
             return None
         if line.full:
-            self._answered.add(key)
+            self._answer_ticket(key)
             self.metrics.line_busy.inc()
             self.metrics.count_command(cmd.op, "busy")
             conn.send(error(ErrorCode.BUSY, "too many attempts wait for this drop; try again",
@@ -640,14 +649,14 @@ class Gateway:
             reply = await self._wait_in_line(conn, verdict)
         except BaseException:
             line.leave(waiter)  # gone (disconnect, shutdown): nothing was sent to the store
-            self._answered.add(key)
+            self._answer_ticket(key)
             raise
         finally:
             gauge.dec()
             self.metrics.line_seconds.observe(time.monotonic() - now)
         if reply is None:
             return self._ticket_done(key)
-        self._answered.add(key)
+        self._answer_ticket(key)
         self.metrics.count_command(cmd.op, reply.get("reason") or "refused")
         conn.send(reply)
         return None

@@ -53,7 +53,14 @@ class DropLine:
     window: int
     size: int
     done: int = 0
-    """Tickets answered over every process, as far as this process knows."""
+    """Tickets answered over every process, as far as this process knows (never more than
+    were answered: the reported count plus this process's answers no report can include)."""
+    reported: int = 0
+    """The highest count of answered tickets the store reported (ticket reply, progress
+    message, this process's own done call)."""
+    unsent: int = 0
+    """This process's answered tickets not yet sent to the store to be counted: no reported
+    count includes them yet."""
     waiting: list[Waiter] = field(default_factory=list)
     moved_at: float = 0.0
     _rate: float = 0.0
@@ -83,7 +90,23 @@ class DropLine:
         return True
 
     def moved(self, done: int, now: float) -> list[Waiter]:
-        """The line moved to ``done`` (a progress message, or a ticket reply): who goes now."""
+        """The store reported ``done`` tickets answered (a progress message, a ticket or done
+        reply): who goes now."""
+        self.reported = max(self.reported, done)
+        return self._advance(self.reported + self.unsent, now)
+
+    def answered_here(self, now: float) -> list[Waiter]:
+        """One of this process's tickets was answered: the line moves here at once, not one
+        store round trip (and pub/sub delivery) later. Who goes now."""
+        self.unsent += 1
+        return self._advance(self.reported + self.unsent, now)
+
+    def counting(self, n: int) -> None:
+        """``n`` of this process's answers are being sent to the store to be counted: from now
+        on a reported count may include them."""
+        self.unsent = max(0, self.unsent - n)
+
+    def _advance(self, done: int, now: float) -> list[Waiter]:
         if done > self.done:
             if self.moved_at and now > self.moved_at:
                 rate = (done - self.done) / (now - self.moved_at)
