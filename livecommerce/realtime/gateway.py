@@ -513,7 +513,9 @@ class Gateway:
                 conn.send(reply)
                 return
         lined = bool(self.settings.line_in_flight) and cmd.op in (Op.RESERVE, Op.BUY_NOW)
-        if not lined or not valid_id(cmd.drop):
+        if not lined or not valid_id(cmd.drop) or self.edge.closed(show, cmd.drop):
+            # A closed drop has nothing to sell in any order: its attempts (a buyer's, whom the
+            # edge cannot refuse, or anyone's before its buyers are loaded) wait in no line.
             await self._store_command(conn, show, cmd, edge_checked, started)
             return
         release = await self._queue_up(conn, (show, cmd.drop), cmd)
@@ -621,16 +623,10 @@ class Gateway:
         line = self._line(key)
         now = time.monotonic()
         self._admit(line.moved(done, now))
-        if line.may_go(ticket):
+        # The drop may have closed while the ticket was taken: its line was flushed before
+        # this attempt joined it, which then goes on like the others (edge refusal or store).
+        if line.may_go(ticket) or self.edge.closed(*key):
             return self._ticket_done(key)
-        # The drop may have closed while the ticket was taken: the flush of its line ran before
-        # this attempt joined it, so it must not wait for a line that no longer moves for it.
-        late = self._edge_reply(key[0], cmd)
-        if late is not None:
-            self._answer_ticket(key)
-            self.metrics.count_command(cmd.op, late.get("reason") or "refused")
-            conn.send(late)
-            return None
         if line.full:
             self._answer_ticket(key)
             self.metrics.line_busy.inc()
@@ -701,19 +697,16 @@ class Gateway:
             self._admit(line.moved(data["done"], time.monotonic()))
 
     def _flush_line(self, show: str, drop: str) -> None:
-        """The drop is known closed: everyone waiting whom the edge can answer is told now."""
+        """The drop is known closed: everyone waiting is answered by the edge now, or, when it
+        cannot (a buyer, whose attempt may be the retry of a success), goes to the store: on
+        a closed drop no attempt competes with another for a unit."""
         line = self._lines.get((show, drop))
         if line is None:
             return
-        kept = []
         for waiter in line.take_all():  # one pass: a 10k line is flushed in O(n)
             _, cmd, verdict = waiter.payload
-            reply = self._edge_reply(show, cmd)
-            if reply is not None and not verdict.done():
-                verdict.set_result(reply)
-            else:
-                kept.append(waiter)
-        line.waiting = kept
+            if not verdict.done():
+                verdict.set_result(self._edge_reply(show, cmd))
 
     async def _line_ticks(self) -> None:
         while not self._stop.is_set():

@@ -174,6 +174,34 @@ async def test_sold_out_flushes_everyone_in_line_at_once(
         assert await sale_order(redis, keyspace) == ["zed"]
 
 
+async def test_a_buyer_on_a_sold_out_drop_waits_in_no_line(
+    redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis
+) -> None:
+    # A buyer's attempts cannot be refused at the edge (one may be the retry of a success), so
+    # after the sell-out they all went through the line, one window at a time: in the spike
+    # thousands of them queued behind each other for a drop with nothing left to sell.
+    await inv.create_drop("s1", drop("d1", quantity=2))
+    async with two_gateways(redis_url, keyspace, line_stall_s=3600) as (a, b), \
+            viewer(a, "a1") as a1, viewer(b, "b1") as b1:  # fmt: skip
+        assert (await b1.buy_now("d1", 1, "pay", request_id="r-b1"))["ok"]
+        async with busy(a) as slots:
+            t_a1 = asyncio.create_task(a1.buy_now("d1", 1, "pay", request_id="r-a1"))
+            await stuck_at_the_store(slots)  # the line's one place is a1's
+            again = asyncio.create_task(b1.buy_now("d1", 1, "pay", request_id="r-b2"))
+            await queued(b1, "r-b2")
+            assert (await inv.buy_now("s1", "d1", "zed", 1, "z1", "pay")).ok  # the last unit
+            # Closed: b1 goes to the store now (nothing to sell, so no order to keep), while
+            # a1 is still stuck ahead of it; and so do b1's next attempts.
+            assert (await again)["reason"] == "sold_out"
+            retry = await b1.buy_now("d1", 1, "pay", request_id="r-b1")
+            assert retry["ok"] and retry["replay"], retry
+            assert (await b1.buy_now("d1", 1, "pay", request_id="r-b3"))["reason"] == "sold_out"
+            assert not t_a1.done()
+        assert (await t_a1)["reason"] == "sold_out"
+        assert await sale_order(redis, keyspace) == ["b1", "zed"]
+        assert b.gateway._lines[("s1", "d1")].waiting == []
+
+
 async def test_busy_past_the_lines_bound(
     redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis
 ) -> None:
