@@ -543,8 +543,8 @@ class Gateway:
                 refused = await self.admission.refuse_command(show, conn.address, cmd)
                 outcome = refused or await self._run_command(show, cmd)
             # The fsync wait of an order holds no store slot and no place in the drop's line:
-            # one WAITAOF round covers every order of a burst (up to a second with appendfsync
-            # everysec), and the next attempts reach the store meanwhile.
+            # one WAITAOF round covers every order of a burst, and the next attempts reach the
+            # store meanwhile.
             answered()
             outcome = await self.services.inventory.durable(outcome)
         except ValidationError as exc:
@@ -709,17 +709,23 @@ class Gateway:
                 verdict.set_result(self._edge_reply(show, cmd))
 
     async def _line_ticks(self) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
+            # A tick that runs late ran on a loop too busy to read its progress messages in
+            # time: that nothing moved meanwhile is then not known, so no stall is declared.
+            on_time = now - due < LINE_TICK_S
             for key, line in list(self._lines.items()):
                 if not line.waiting:
                     if now - line.moved_at > 60:
                         del self._lines[key]
                     continue
-                self._admit(line.stalled(now, self.settings.line_stall_s))
+                if on_time:
+                    self._admit(line.stalled(now, self.settings.line_stall_s))
                 for waiter, position in line.updates():
                     conn, cmd, _ = waiter.payload
                     conn.send(self._queued(cmd, position))
+            due = time.monotonic() + LINE_TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=LINE_TICK_S)
 

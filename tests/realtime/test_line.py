@@ -95,3 +95,16 @@ def test_own_answers_move_the_line_at_once_and_are_never_counted_twice() -> None
     line.counting(1)
     assert line.moved(3, 2.4) == [] and line.done == 3  # its report changes nothing
     assert line.waiting == [w5]
+
+
+def test_a_skip_holds_and_a_line_that_moves_does_not_stall_again() -> None:
+    line = DropLine(window=2, size=10)
+    line.moved(0, 1.0)
+    w40, w41, w42, w43 = waiters(line, 40, 41, 42, 43)  # 1..39 held by a process that died
+    assert line.stalled(6.0, stall_s=5.0) == [w40, w41] and line.done == 39
+    # 40 and 41 are answered: the report (2) moves the line on from the skip, not back to it.
+    assert line.moved(2, 7.0) == [w42, w43] and line.done == 41
+    (w45,) = waiters(line, 45)
+    assert line.moved(3, 11.5) == []  # slow, but moving: 45 waits for its turn ...
+    assert line.stalled(12.0, stall_s=5.0) == [] and line.done == 42  # ... and no second skip
+    assert line.stalled(16.5, stall_s=5.0) == [w45]  # nothing moved for 5 s: a skip again
