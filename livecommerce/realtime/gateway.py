@@ -65,6 +65,8 @@ VIEWERS_STALE_MS = 5_000
 SNAPSHOT_ATTEMPTS = 5
 LINE_TICK_S = 0.5
 """How often waiting viewers hear their new position (when it moved) and stalls are looked at."""
+LATE_TICKS = 3
+"""Ticks in a row that may run late (a busy loop) before a stall is declared all the same."""
 MAX_BUFFERED = 16
 """Frames kept from a viewer while its attempt waits in line (read to see it disconnect)."""
 JOIN_CONCURRENCY = 64
@@ -709,12 +711,14 @@ class Gateway:
                 verdict.set_result(self._edge_reply(show, cmd))
 
     async def _line_ticks(self) -> None:
-        due = time.monotonic()
+        due, late = time.monotonic(), 0
         while not self._stop.is_set():
             now = time.monotonic()
             # A tick that runs late ran on a loop too busy to read its progress messages in
-            # time: that nothing moved meanwhile is then not known, so no stall is declared.
-            on_time = now - due < LINE_TICK_S
+            # time: that nothing moved meanwhile is then not known, so no stall is declared
+            # (unless every tick is late: a line must not wait forever for a dead process).
+            late = late + 1 if now - due >= LINE_TICK_S else 0
+            on_time = late == 0 or late > LATE_TICKS
             for key, line in list(self._lines.items()):
                 if not line.waiting:
                     if now - line.moved_at > 60:
