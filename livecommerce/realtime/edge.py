@@ -178,6 +178,12 @@ class EdgeView:
             return Refusal(Reason.NOT_OPEN, {"opens_at": current.opens_at})
         return None
 
+    def closed(self, show: str, drop: str) -> bool:
+        """The drop is closed as far as this view knows: nothing can be sold in it until an
+        event says otherwise (an attempt can only be refused or replay its success)."""
+        current = self.shows.get(show, {}).get(drop)
+        return current is not None and current.state == "closed"
+
     def state_of(self, show: str, drop: str) -> DropState | None:
         return self.shows.get(show, {}).get(drop)
 

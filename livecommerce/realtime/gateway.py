@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,6 +65,8 @@ VIEWERS_STALE_MS = 5_000
 SNAPSHOT_ATTEMPTS = 5
 LINE_TICK_S = 0.5
 """How often waiting viewers hear their new position (when it moved) and stalls are looked at."""
+LATE_TICKS = 3
+"""Ticks in a row that may run late (a busy loop) before a stall is declared all the same."""
 MAX_BUFFERED = 16
 """Frames kept from a viewer while its attempt waits in line (read to see it disconnect)."""
 JOIN_CONCURRENCY = 64
@@ -71,6 +74,10 @@ COMMAND_CONCURRENCY = 160
 """Redis work in flight at once for joins and for commands: a burst of thousands of viewers
 (a drop, or everyone reconnecting after a drain) queues here instead of exhausting the
 connection pool (256 in app.py) and failing with "unavailable"."""
+
+
+def _nothing() -> None:
+    pass
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -508,19 +515,24 @@ class Gateway:
                 conn.send(reply)
                 return
         lined = bool(self.settings.line_in_flight) and cmd.op in (Op.RESERVE, Op.BUY_NOW)
-        if not lined or not valid_id(cmd.drop):
+        if not lined or not valid_id(cmd.drop) or self.edge.closed(show, cmd.drop):
+            # A closed drop has nothing to sell in any order: its attempts (a buyer's, whom the
+            # edge cannot refuse, or anyone's before its buyers are loaded) wait in no line.
             await self._store_command(conn, show, cmd, edge_checked, started)
             return
-        key = (show, cmd.drop)
-        if not await self._queue_up(conn, key, cmd):
+        release = await self._queue_up(conn, (show, cmd.drop), cmd)
+        if release is None:
             return
         try:
-            await self._store_command(conn, show, cmd, edge_checked, started)
+            await self._store_command(conn, show, cmd, edge_checked, started, release)
         finally:
-            self._answered.add(key)
+            release()
 
-    async def _store_command(self, conn: Connection, show: str, cmd: Command,
-                             edge_checked: bool, started: float) -> None:  # fmt: skip
+    async def _store_command(self, conn: Connection, show: str, cmd: Command, edge_checked: bool,
+                             started: float, answered: Callable[[], None] = _nothing,
+                             ) -> None:  # fmt: skip
+        """Run ``cmd`` at the store and reply. ``answered`` is called once the store has
+        answered, before the order's fsync wait (the waiting line's ticket is then done)."""
         try:
             async with self._command_slots:
                 # The view may have learnt the answer while this attempt waited for a slot
@@ -532,8 +544,10 @@ class Gateway:
                     return
                 refused = await self.admission.refuse_command(show, conn.address, cmd)
                 outcome = refused or await self._run_command(show, cmd)
-            # The fsync wait of an order holds no store slot: one WAITAOF round covers every
-            # order of a burst, and the next attempts reach the store meanwhile.
+            # The fsync wait of an order holds no store slot and no place in the drop's line:
+            # one WAITAOF round covers every order of a burst, and the next attempts reach the
+            # store meanwhile.
+            answered()
             outcome = await self.services.inventory.durable(outcome)
         except ValidationError as exc:
             self.metrics.count_command(cmd.op, "invalid")
@@ -557,10 +571,25 @@ class Gateway:
         return await self.services.inventory.take_tickets(key[0], key[1], n)
 
     async def _tickets_done(self, key: Any, n: int) -> None:
+        line = self._lines.get(key)
+        if line is not None:
+            line.counting(n)
         try:
-            await self.services.inventory.tickets_done(key[0], key[1], n)
+            done = await self.services.inventory.tickets_done(key[0], key[1], n)
         except (StoreError, RedisError, OSError) as exc:  # the line's stall rule recovers
             log.warning("line of %s/%s: %d answers not counted: %s", key[0], key[1], n, exc)
+            return
+        line = self._lines.get(key)  # the progress message moves every other process's line
+        if line is not None:
+            self._admit(line.moved(done, time.monotonic()))
+
+    def _answer_ticket(self, key: tuple[str, str]) -> None:
+        """One ticket of this process answered: counted at the store (batched per loop turn)
+        and, at once, in this process's line."""
+        self._answered.add(key)
+        line = self._lines.get(key)
+        if line is not None:
+            self._admit(line.answered_here(time.monotonic()))
 
     def _line(self, key: tuple[str, str]) -> DropLine:
         line = self._lines.get(key)
@@ -569,28 +598,45 @@ class Gateway:
                                                self.settings.line_size)  # fmt: skip
         return line
 
-    async def _queue_up(self, conn: Connection, key: tuple[str, str], cmd: Command) -> bool:
-        """Take a ticket and wait for the line to reach it. True: go to the store now; False:
-        answered here (``busy``, sold out while waiting) or the viewer left (nothing ran)."""
+    def _ticket_done(self, key: tuple[str, str]) -> Callable[[], None]:
+        """Counts one ticket of ``key`` answered, once however often it is called."""
+        counted = False
+
+        def done() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                self._answer_ticket(key)
+
+        return done
+
+    async def _queue_up(self, conn: Connection, key: tuple[str, str],
+                        cmd: Command) -> Callable[[], None] | None:  # fmt: skip
+        """Take a ticket and wait for the line to reach it. Returns what to call once the store
+        has answered (the ticket is then done) to go to the store now; None: answered here
+        (``busy``, or the drop's answer became known meanwhile) or the viewer left (nothing
+        ran). Every ticket taken is counted done exactly once."""
         try:
             (last, done), i, n = await self._tickets.take(key)
         except (StoreError, RedisError, OSError) as exc:
             log.warning("line of %s/%s: no ticket: %s", key[0], key[1], exc)
-            return True  # no line without the store; the store itself will answer (or fail)
+            return _nothing  # no line without the store; the store itself will answer (or fail)
         ticket = last - n + 1 + i
         line = self._line(key)
         now = time.monotonic()
         self._admit(line.moved(done, now))
-        if line.may_go(ticket):
-            return True
+        # The drop may have closed while the ticket was taken: its line was flushed before
+        # this attempt joined it, which then goes on like the others (edge refusal or store).
+        if line.may_go(ticket) or self.edge.closed(*key):
+            return self._ticket_done(key)
         if line.full:
-            self._answered.add(key)
+            self._answer_ticket(key)
             self.metrics.line_busy.inc()
             self.metrics.count_command(cmd.op, "busy")
             conn.send(error(ErrorCode.BUSY, "too many attempts wait for this drop; try again",
                             request_id=cmd.request_id,
                             retry_after_ms=line.retry_after_ms()).message)  # fmt: skip
-            return False
+            return None
         verdict: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         waiter = Waiter(ticket, now, (conn, cmd, verdict))
         position = line.wait(waiter)
@@ -601,17 +647,17 @@ class Gateway:
             reply = await self._wait_in_line(conn, verdict)
         except BaseException:
             line.leave(waiter)  # gone (disconnect, shutdown): nothing was sent to the store
-            self._answered.add(key)
+            self._answer_ticket(key)
             raise
         finally:
             gauge.dec()
             self.metrics.line_seconds.observe(time.monotonic() - now)
         if reply is None:
-            return True
-        self._answered.add(key)
+            return self._ticket_done(key)
+        self._answer_ticket(key)
         self.metrics.count_command(cmd.op, reply.get("reason") or "refused")
         conn.send(reply)
-        return False
+        return None
 
     @staticmethod
     def _queued(cmd: Command, position: int) -> dict[str, Any]:
@@ -653,32 +699,37 @@ class Gateway:
             self._admit(line.moved(data["done"], time.monotonic()))
 
     def _flush_line(self, show: str, drop: str) -> None:
-        """The drop is known closed: everyone waiting whom the edge can answer is told now."""
+        """The drop is known closed: everyone waiting is answered by the edge now, or, when it
+        cannot (a buyer, whose attempt may be the retry of a success), goes to the store: on
+        a closed drop no attempt competes with another for a unit."""
         line = self._lines.get((show, drop))
         if line is None:
             return
-        kept = []
         for waiter in line.take_all():  # one pass: a 10k line is flushed in O(n)
             _, cmd, verdict = waiter.payload
-            reply = self._edge_reply(show, cmd)
-            if reply is not None and not verdict.done():
-                verdict.set_result(reply)
-            else:
-                kept.append(waiter)
-        line.waiting = kept
+            if not verdict.done():
+                verdict.set_result(self._edge_reply(show, cmd))
 
     async def _line_ticks(self) -> None:
+        due, late = time.monotonic(), 0
         while not self._stop.is_set():
             now = time.monotonic()
+            # A tick that runs late ran on a loop too busy to read its progress messages in
+            # time: that nothing moved meanwhile is then not known, so no stall is declared
+            # (unless every tick is late: a line must not wait forever for a dead process).
+            late = late + 1 if now - due >= LINE_TICK_S else 0
+            on_time = late == 0 or late > LATE_TICKS
             for key, line in list(self._lines.items()):
                 if not line.waiting:
                     if now - line.moved_at > 60:
                         del self._lines[key]
                     continue
-                self._admit(line.stalled(now, self.settings.line_stall_s))
+                if on_time:
+                    self._admit(line.stalled(now, self.settings.line_stall_s))
                 for waiter, position in line.updates():
                     conn, cmd, _ = waiter.payload
                     conn.send(self._queued(cmd, position))
+            due = time.monotonic() + LINE_TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=LINE_TICK_S)
 

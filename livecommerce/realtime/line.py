@@ -53,7 +53,17 @@ class DropLine:
     window: int
     size: int
     done: int = 0
-    """Tickets answered over every process, as far as this process knows."""
+    """Tickets answered over every process, as far as this process knows: the reported count,
+    plus this process's answers no report can include yet, plus the tickets the stall rule
+    took as lost (never more than were answered or lost)."""
+    reported: int = 0
+    """The highest count of answered tickets the store reported (ticket reply, progress
+    message, this process's own done call)."""
+    unsent: int = 0
+    """This process's answered tickets not yet sent to the store to be counted: no reported
+    count includes them yet."""
+    skipped: int = 0
+    """Tickets taken as answered by the stall rule (lost with a process that died)."""
     waiting: list[Waiter] = field(default_factory=list)
     moved_at: float = 0.0
     _rate: float = 0.0
@@ -83,7 +93,28 @@ class DropLine:
         return True
 
     def moved(self, done: int, now: float) -> list[Waiter]:
-        """The line moved to ``done`` (a progress message, or a ticket reply): who goes now."""
+        """The store reported ``done`` tickets answered (a progress message, a ticket or done
+        reply): who goes now."""
+        alive = done > self.reported
+        self.reported = max(self.reported, done)
+        admitted = self._advance(now)
+        if alive:  # the line moves, even while a skip keeps it ahead here: no stall
+            self.moved_at = now
+        return admitted
+
+    def answered_here(self, now: float) -> list[Waiter]:
+        """One of this process's tickets was answered: the line moves here at once, not one
+        store round trip (and pub/sub delivery) later. Who goes now."""
+        self.unsent += 1
+        return self._advance(now)
+
+    def counting(self, n: int) -> None:
+        """``n`` of this process's answers are being sent to the store to be counted: from now
+        on a reported count may include them."""
+        self.unsent = max(0, self.unsent - n)
+
+    def _advance(self, now: float) -> list[Waiter]:
+        done = self.reported + self.unsent + self.skipped
         if done > self.done:
             if self.moved_at and now > self.moved_at:
                 rate = (done - self.done) / (now - self.moved_at)
@@ -96,12 +127,14 @@ class DropLine:
 
     def stalled(self, now: float, stall_s: float) -> list[Waiter]:
         """Nothing moved for ``stall_s`` with attempts waiting: a process may have died with
-        tickets. Take the tickets ahead of the first waiter as answered."""
+        tickets. Take the tickets ahead of the first waiter as answered, for good: the answers
+        reported later move the line on from there (not back to another stall)."""
         if not self.waiting or now - self.moved_at < stall_s:
             return []
-        self.done = max(self.done, self.waiting[0].ticket - 1)
+        lost = self.waiting[0].ticket - 1 - (self.reported + self.unsent + self.skipped)
+        self.skipped += max(0, lost)
         self.moved_at = now
-        return self._admit()
+        return self._advance(now)
 
     def _admit(self) -> list[Waiter]:
         n = 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import SECRET, Running, drop, serve, settings
+from helpers.polling import eventually
 
 from livecommerce.realtime.client import Client
 from livecommerce.realtime.tokens import mint
@@ -56,6 +57,24 @@ async def busy(gw: Running) -> AsyncIterator[asyncio.Semaphore]:
     finally:
         for _ in range(taken):
             slots.release()
+
+
+@contextlib.asynccontextmanager
+async def fsync_held(gw: Running, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every order of ``gw`` waits for its fsync (WAITAOF) until the block ends: a sale is made
+    at the store, but its buyer is not told yet (the real wait runs once let go)."""
+    barrier = gw.gateway.services.inventory.durability
+    wait, go = barrier.wait, asyncio.Event()
+
+    async def held() -> bool | None:
+        await go.wait()
+        return await wait()
+
+    monkeypatch.setattr(barrier, "wait", held)
+    try:
+        yield
+    finally:
+        go.set()
 
 
 def viewer(gw: Running, name: str) -> Client:
@@ -107,6 +126,30 @@ async def test_arrival_order_is_kept_across_gateways(
         assert waiting == 0
 
 
+async def test_an_order_waiting_for_its_fsync_leaves_room_in_the_line(
+    redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The fsync wait (up to a second with appendfsync everysec) is shared by every order of a
+    # burst and is no work at the store: a line that kept it in the window let one window of
+    # sales through per fsync round, and the spike's buyers timed out behind it.
+    await inv.create_drop("s1", drop("d1", quantity=10))
+    no_stall = settings(line_in_flight=1, line_stall_s=3600)  # only answers move the line
+    async with serve(no_stall, redis_url, keyspace) as a, viewer(a, "a1") as a1, \
+            viewer(a, "a2") as a2:  # fmt: skip
+        async with fsync_held(a, monkeypatch):
+            t_a1 = asyncio.create_task(a1.buy_now("d1", 1, "pay", request_id="r-a1"))
+            await eventually(lambda: recorded(redis, keyspace, "a1", "r-a1"))
+            t_a2 = asyncio.create_task(a2.buy_now("d1", 1, "pay", request_id="r-a2"))
+            # a1 is sold and only waits for the disk: a2 goes to the store meanwhile.
+            await eventually(lambda: recorded(redis, keyspace, "a2", "r-a2"))
+            assert not t_a1.done() and not t_a2.done()
+        results = await asyncio.gather(t_a1, t_a2)
+        assert all(r["ok"] and r.get("durable") is True for r in results), results
+        assert await sale_order(redis, keyspace) == ["a1", "a2"]
+        assert a.gateway._lines[("s1", "d1")].waiting == []
+
+
 async def test_sold_out_flushes_everyone_in_line_at_once(
     redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis
 ) -> None:
@@ -129,6 +172,34 @@ async def test_sold_out_flushes_everyone_in_line_at_once(
                 assert not await recorded(redis, keyspace, f"b{n}", f"r-b{n}")
         assert (await t_a1)["reason"] == "sold_out"
         assert await sale_order(redis, keyspace) == ["zed"]
+
+
+async def test_a_buyer_on_a_sold_out_drop_waits_in_no_line(
+    redis_url: str, keyspace: Keyspace, inv: Inventory, redis: aioredis.Redis
+) -> None:
+    # A buyer's attempts cannot be refused at the edge (one may be the retry of a success), so
+    # after the sell-out they all went through the line, one window at a time: in the spike
+    # thousands of them queued behind each other for a drop with nothing left to sell.
+    await inv.create_drop("s1", drop("d1", quantity=2))
+    async with two_gateways(redis_url, keyspace, line_stall_s=3600) as (a, b), \
+            viewer(a, "a1") as a1, viewer(b, "b1") as b1:  # fmt: skip
+        assert (await b1.buy_now("d1", 1, "pay", request_id="r-b1"))["ok"]
+        async with busy(a) as slots:
+            t_a1 = asyncio.create_task(a1.buy_now("d1", 1, "pay", request_id="r-a1"))
+            await stuck_at_the_store(slots)  # the line's one place is a1's
+            again = asyncio.create_task(b1.buy_now("d1", 1, "pay", request_id="r-b2"))
+            await queued(b1, "r-b2")
+            assert (await inv.buy_now("s1", "d1", "zed", 1, "z1", "pay")).ok  # the last unit
+            # Closed: b1 goes to the store now (nothing to sell, so no order to keep), while
+            # a1 is still stuck ahead of it; and so do b1's next attempts.
+            assert (await again)["reason"] == "sold_out"
+            retry = await b1.buy_now("d1", 1, "pay", request_id="r-b1")
+            assert retry["ok"] and retry["replay"], retry
+            assert (await b1.buy_now("d1", 1, "pay", request_id="r-b3"))["reason"] == "sold_out"
+            assert not t_a1.done()
+        assert (await t_a1)["reason"] == "sold_out"
+        assert await sale_order(redis, keyspace) == ["b1", "zed"]
+        assert b.gateway._lines[("s1", "d1")].waiting == []
 
 
 async def test_busy_past_the_lines_bound(

@@ -81,3 +81,30 @@ def test_retry_after_follows_the_lines_pace() -> None:
     line.moved(100, 2.0)  # 100 answers a second
     waiters(line, *range(200, 400))
     assert line.retry_after_ms() == 2000
+
+
+def test_own_answers_move_the_line_at_once_and_are_never_counted_twice() -> None:
+    line = DropLine(window=1, size=10)
+    line.moved(0, 1.0)  # tickets 1 (here) and 2 (elsewhere) went to the store
+    w3, w4, w5 = waiters(line, 3, 4, 5)
+    assert line.answered_here(2.0) == [] and line.done == 1  # ticket 1, before any report
+    line.counting(1)  # ... sent to the store to be counted
+    assert line.moved(1, 2.1) == [] and line.done == 1  # a report that may include it: no more
+    assert line.moved(2, 2.2) == [w3]  # ticket 2 answered elsewhere
+    assert line.answered_here(2.3) == [w4] and line.done == 3  # ticket 3, here: at once
+    line.counting(1)
+    assert line.moved(3, 2.4) == [] and line.done == 3  # its report changes nothing
+    assert line.waiting == [w5]
+
+
+def test_a_skip_holds_and_a_line_that_moves_does_not_stall_again() -> None:
+    line = DropLine(window=2, size=10)
+    line.moved(0, 1.0)
+    w40, w41, w42, w43 = waiters(line, 40, 41, 42, 43)  # 1..39 held by a process that died
+    assert line.stalled(6.0, stall_s=5.0) == [w40, w41] and line.done == 39
+    # 40 and 41 are answered: the report (2) moves the line on from the skip, not back to it.
+    assert line.moved(2, 7.0) == [w42, w43] and line.done == 41
+    (w45,) = waiters(line, 45)
+    assert line.moved(3, 11.5) == []  # slow, but moving: 45 waits for its turn ...
+    assert line.stalled(12.0, stall_s=5.0) == [] and line.done == 42  # ... and no second skip
+    assert line.stalled(16.5, stall_s=5.0) == [w45]  # nothing moved for 5 s: a skip again
