@@ -280,14 +280,16 @@ class Chaos:
         """The sink has every confirmed order and the relay acknowledged every one of them."""
         return await self._sink_caught_up() and await self._pending() == 0
 
-    def _reconnected(self, connected: int, closed: int, fault_ms: float) -> bool:
-        """Every viewer is back: the workers reported after the fault (with a margin for their
-        report interval) that connections were closed and that as many are open as before."""
+    def _reconnected(self, connected: int, fault_ms: float, closed: int | None = None) -> bool:
+        """Every viewer is connected: the workers reported after the fault (with a margin for
+        their report interval) as many open connections as before -- and, given ``closed``, that
+        connections were closed meanwhile (a killed gateway's viewers must have come back) --
+        and the gateways are ready."""
         fleet = self.fleet
         fresh = all(float(p.get("at_ms", 0)) > fault_ms + REPORT_MARGIN_MS for p in fleet.last)
         return (
             fresh
-            and fleet.total("closed") > closed
+            and (closed is None or fleet.total("closed") > closed)
             and fleet.total("connected") >= connected
             and _ready(self.stack.url)
         )
@@ -389,7 +391,7 @@ class Chaos:
                 return victim not in alive and len(alive) == stack.workers
 
             ok = await self._until(
-                lambda: back() and self._reconnected(connected, closed, fault_ms)
+                lambda: back() and self._reconnected(connected, fault_ms, closed)
             )
             return ("every viewer back" if ok else "NOT recovered"), time.monotonic() - t0
         if step.fault == "relay_kill":
@@ -414,8 +416,10 @@ class Chaos:
             self.say(f"  Valkey {'SIGKILL' if kill else 'SIGTERM'}; down {chaos.valkey_down_s} s")
             await asyncio.sleep(chaos.valkey_down_s)
             stack.start_valkey()
-            ok = await self._until(lambda: self._reconnected(connected, closed, fault_ms))
-            return ("every viewer back" if ok else "NOT recovered"), time.monotonic() - t0
+            ok = await self._until(lambda: self._reconnected(connected, fault_ms))
+            return ("gateways ready, every viewer connected" if ok else "NOT recovered"), (
+                time.monotonic() - t0
+            )
         if step.fault == "sink_down":
             stack.kill("sink", signal.SIGKILL)
             self.say(f"  sink down for {chaos.sink_down_s} s")

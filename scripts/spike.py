@@ -306,11 +306,19 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
         say("stopping the viewers")
         results = await fleet.stop()
         stats = await http.get(common.drop_stats_path(plan))
+    return raw_of(processes, start_ms, (drop_sent_ms, drop_reply_ms), drop_view, stats, results)
+
+
+def raw_of(
+    processes: int, start_ms: float, drop_ms: tuple[float, float], drop_view: dict[str, Any],
+    stats: httpx.Response, results: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """The raw material of the report: what the run measured, before aggregation."""
     return {
         "processes": processes,
         "start_ms": start_ms,
-        "drop_sent_ms": drop_sent_ms,
-        "drop_reply_ms": drop_reply_ms,
+        "drop_sent_ms": drop_ms[0],
+        "drop_reply_ms": drop_ms[1],
         "drop_view": drop_view,
         "drop_stats": stats.json() if stats.status_code == 200 else {"status": stats.status_code},
         "results": results,
@@ -353,16 +361,9 @@ async def run_chaos(args: argparse.Namespace, plan: SpikePlan, stack: LocalStack
         log_ids = await controller.event_log()
         duplicates = await controller.sink_duplicates()
         stats = await http.get(common.drop_stats_path(plan))
-    return {
-        "processes": processes,
-        "start_ms": start_ms,
-        "drop_sent_ms": drop_sent_ms,
-        "drop_reply_ms": drop_reply_ms,
-        "drop_view": drop_view,
-        "drop_stats": stats.json() if stats.status_code == 200 else {"status": stats.status_code},
-        "results": results,
-        "chaos": chaos.report(controller, results, log_ids, duplicates),
-    }
+    raw = raw_of(processes, start_ms, (drop_sent_ms, drop_reply_ms), drop_view, stats, results)
+    raw["chaos"] = chaos.report(controller, results, log_ids, duplicates)
+    return raw
 
 
 def aggregate(plan: SpikePlan, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

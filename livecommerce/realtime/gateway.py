@@ -53,6 +53,7 @@ from livecommerce.realtime.protocol import (
     error,
     result_message,
 )
+from livecommerce.realtime.recovery import Recovery
 from livecommerce.realtime.risk import RiskCheck, screen
 from livecommerce.store.blocks import Blocks
 from livecommerce.store.services import Services
@@ -101,6 +102,8 @@ class Gateway:
             batch_interval_s=self.settings.chat_interval_s,
         )
         self.hub.on_lost = self._on_lost
+        self.recovery = Recovery(self.hub, self._read_since, reconnect=self._reconnect,
+                                 filled=self._filled, spawn=self._spawn)  # fmt: skip
         self.edge = EdgeView(enabled=self.settings.edge_refusals)
         self.hub.on_event = self._on_event
         self.hub.on_line = self._on_line
@@ -314,11 +317,32 @@ class Gateway:
             await conn.websocket.close(code=int(code), reason=reason)
 
     def _on_lost(self) -> None:
-        """The pub/sub link broke: events may have been missed, so every viewer resumes."""
+        """The pub/sub link broke: events may have been missed. The edge view forgets what it
+        knew; the viewers stay and are caught up from the event log (recovery.py)."""
         self.edge.clear()
+        self.recovery.lost()
+
+    def _reconnect(self, outboxes: list[Outbox]) -> None:
+        """Close these viewers with 4000: they resume from the log by reconnecting."""
+        closing = set(outboxes)
         for conn in list(self.connections):
-            if conn.show is not None:
+            if conn.outbox in closing:
                 self._spawn(self._close(conn, CloseCode.RECONNECT, "reconnect"), "close")
+
+    def _filled(self, show: str, drops: list[dict[str, Any]], outboxes: list[Outbox]) -> None:
+        """A show's viewers are caught up: give them the drops' levels (stock pushes are not in
+        the log) and let the edge view learn the drops again."""
+        self.metrics.resumes.labels("filled").inc(len(outboxes))
+        now = self.server_time_ms()
+        for drop in drops:
+            if drop["state"] == "closed":
+                continue
+            frame = Frame({"type": "stock", "ts": now, "data": {
+                "drop": drop["id"], "remaining": drop["remaining"], "held": drop["held"],
+                "sold": drop["sold"]}})  # fmt: skip
+            for outbox in outboxes:
+                outbox.push(frame)
+        self._observe_drops(show, drops, 0)
 
     # -- join ---------------------------------------------------------------------------------
     async def _join(self, conn: Connection, join: Join) -> bool:

@@ -11,8 +11,10 @@ text is
 - Every viewer has an :class:`Outbox`: frames are written at once when the socket keeps up; a
   viewer whose queue or unsent bytes overflow is closed with 4008 (slow consumer) instead of
   slowing anyone else.
-- If the pub/sub connection breaks, every viewer is closed with 4000 (reconnect) and resumes
-  from the event log: nothing is lost silently.
+- If the pub/sub connection breaks, the gateway fills the gap itself once the subscription is
+  back (the show's event log, read after each viewer's position: :meth:`Hub.resubscribe`, then
+  the gateway's recovery); a viewer it cannot fill in is closed with 4000 (reconnect) and
+  resumes: nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -103,23 +105,38 @@ class Hub:
         if topic is None:
             topic = self.topics[show] = Topic(show)
         topic.outboxes.add(outbox)
-        if topic.ready is None:
-            topic.ready = asyncio.get_running_loop().create_future()
-            ready = topic.ready
-            try:
-                async with self._lock:
-                    await self.broker.subscribe(show)
-            except BaseException as exc:
-                topic.ready = None
-                topic.outboxes.discard(outbox)
-                if not ready.done():
-                    ready.set_exception(ConnectionError(str(exc)))
-                    ready.exception()  # retrieved: the joiners below re-raise their own
-                raise
-            ready.set_result(None)
-        else:
-            await asyncio.shield(topic.ready)
+        try:
+            await self._subscribed(topic)
+        except BaseException:
+            topic.outboxes.discard(outbox)
+            raise
         return topic
+
+    async def resubscribe(self, show: str) -> Topic | None:
+        """After the link broke: the show's subscription again (None: nobody here watches it)."""
+        topic = self.topics.get(show)
+        if topic is not None:
+            await self._subscribed(topic)
+        return topic
+
+    async def _subscribed(self, topic: Topic) -> None:
+        """Return once ``topic``'s subscription is live (subscribing if nobody has yet)."""
+        if topic.ready is not None:
+            await asyncio.shield(topic.ready)
+            return
+        topic.ready = asyncio.get_running_loop().create_future()
+        ready = topic.ready
+        try:
+            async with self._lock:
+                await self.broker.subscribe(topic.show)
+        except BaseException as exc:
+            if topic.ready is ready:
+                topic.ready = None
+            if not ready.done():
+                ready.set_exception(ConnectionError(str(exc)))
+                ready.exception()  # retrieved: the joiners below re-raise their own
+            raise
+        ready.set_result(None)
 
     async def leave(self, show: str, outbox: Outbox) -> None:
         topic = self.topics.get(show)

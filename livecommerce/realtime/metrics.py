@@ -58,7 +58,9 @@ class GatewayMetrics:
         )  # fmt: skip
         self._command_counts: dict[tuple[str, str], Any] = {}
         self.resumes = Counter(
-            "livecommerce_resumes", "Joins with last_event_id, by result (resumed, gap).",
+            "livecommerce_resumes",
+            "Joins with last_event_id, by result (resumed, gap); viewers caught up in place after "
+            "the pub/sub link broke (filled).",
             ["result"], registry=registry,
         )  # fmt: skip
 

@@ -114,7 +114,7 @@ class Outbox:
 
     __slots__ = ("_direct", "_held", "_on_overflow", "_pending", "_queue", "_send", "_task",
                  "_transport", "_wake", "closed", "encoding", "max_buffer", "max_queue",
-                 "overflowed", "sent")  # fmt: skip
+                 "overflowed", "position", "sent")  # fmt: skip
 
     def __init__(self, encoding: Encoding, send: ASGISend, *, max_queue: int, max_buffer: int,
                  on_overflow: Callable[[Outbox], None]) -> None:  # fmt: skip
@@ -135,10 +135,17 @@ class Outbox:
         self.closed = False
         self.overflowed = False
         self.sent = 0
+        self.position: str | None = None
+        """The id of the last durable event this viewer was given (or its join's snapshot)."""
 
     # -- holding during join ------------------------------------------------------------------
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
     def hold(self) -> None:
-        self._held = []
+        if self._held is None:
+            self._held = []
 
     def push_live(self, frame: Frame) -> None:
         """A frame from the hub: kept aside while holding, else sent."""
@@ -150,19 +157,28 @@ class Outbox:
             return
         self.push(frame)
 
-    def release(self, after_event_id: str | None) -> None:
-        """Send what arrived while holding, minus durable events the viewer already has."""
+    def release(self, after_event_id: str | None, replay: list[Frame] | None = None) -> None:
+        """Send ``replay`` (events read from the show's log), then what arrived while holding,
+        minus durable events the viewer already has: those up to ``after_event_id``, and those
+        both read and held (an event published after the subscription came back but before the
+        log was read is in both)."""
         held, self._held = self._held or [], None
+        if after_event_id:
+            self.position = after_event_id
         floor = parse_event_id(after_event_id) if after_event_id else (0, 0)
-        for frame in held:
+        for frame in [*(replay or ()), *held]:
             kept = frame.after(floor)  # a batch keeps what the snapshot did not reflect
             if kept is not None:
                 self.push(kept)
+                if kept.event_id is not None:
+                    floor = max(floor, parse_event_id(kept.event_id))
 
     # -- sending ------------------------------------------------------------------------------
     def push(self, frame: Frame) -> None:
         if self.closed:
             return
+        if frame.event_id is not None:
+            self.position = frame.event_id
         if self._queue or self._pending is not None:
             if self._queue is not None and len(self._queue) >= self.max_queue:
                 self._overflow()
