@@ -61,6 +61,8 @@ class Recovery:
         """Called with (show, drops, outboxes) once a show's viewers are caught up."""
         self.spawn = spawn
         self.pending: dict[str, set[Outbox]] = {}
+        self._losses = 0
+        """Links lost so far: a read made before the latest loss does not cover its gap."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -69,6 +71,7 @@ class Recovery:
 
     def lost(self) -> None:
         """The link broke: hold every joined viewer of every show here, and start recovering."""
+        self._losses += 1
         joining: list[Outbox] = []
         for show, topic in self.hub.topics.items():
             waiting = self.pending.setdefault(show, set())
@@ -94,12 +97,17 @@ class Recovery:
                 except (StoreError, RedisError, OSError, ConnectionError, TimeoutError) as exc:
                     log.debug("recovery of show %s: not yet (%s)", show, exc)
                     continue
+                except Exception:  # never leave viewers held: they resume by reconnecting
+                    log.exception("recovery of show %s failed; its viewers resume", show)
+                    self.reconnect(list(self.pending.pop(show, ())))
+                    continue
                 pause = RETRY_S[0]
             if self.pending:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_S[1])
 
     async def _recover(self, show: str) -> None:
+        losses = self._losses
         topic = await self.hub.resubscribe(show)
         outboxes = [o for o in self.pending.get(show, ()) if not o.closed]
         if topic is None or not outboxes:
@@ -107,12 +115,15 @@ class Recovery:
                 outbox.release(outbox.position)
             self.pending.pop(show, None)
             return
-        outboxes = [o for o in outboxes if o in topic.outboxes]
+        outboxes = [o for o in outboxes if o in topic.outboxes]  # not those that left
+        if not outboxes:
+            self.pending.pop(show, None)
+            return
         positions = [o.position or "0-0" for o in outboxes]
         since = min(positions, key=parse_event_id)
         missed = await self.read_since(show, since)
-        if self.pending.get(show) is None:
-            return  # already done by another pass
+        if self._losses != losses or self.pending.get(show) is None:
+            return  # the link broke again meanwhile (the next pass reads again), or done already
         self.pending.pop(show)
         if missed is None:
             log.warning("show %s: the event log cannot cover the gap; viewers resume", show)
