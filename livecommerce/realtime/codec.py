@@ -112,21 +112,28 @@ class Frame:
     ``json`` may be given pre-encoded (the event as Redis published it) so it is never re-encoded.
     """
 
-    __slots__ = ("_json", "_msgpack", "_wire_binary", "_wire_text", "event_id", "message")
+    __slots__ = ("_json", "_key", "_msgpack", "_wire_binary", "_wire_text", "event_id", "message")
 
     def __init__(self, message: Mapping[str, Any], *, json: str | None = None,
                  event_id: str | None = None) -> None:  # fmt: skip
         self.message = message
         self.event_id = event_id
         """Id of a durable event (from the show's log); None for everything else."""
+        self._key: tuple[int, int] | None = None
         self._json = json
         self._msgpack: bytes | None = None
         self._wire_text: bytes | None = None
         self._wire_binary: bytes | None = None
 
+    def key(self) -> tuple[int, int]:
+        """``event_id`` as a comparable pair, parsed once for every viewer; (0, 0) for none."""
+        if self._key is None:
+            self._key = parse_event_id(self.event_id) if self.event_id is not None else (0, 0)
+        return self._key
+
     def after(self, floor: tuple[int, int]) -> Frame | None:
         """This frame, or None when it is a durable event at or before ``floor``."""
-        if self.event_id is not None and parse_event_id(self.event_id) <= floor:
+        if self.event_id is not None and self.key() <= floor:
             return None
         return self
 

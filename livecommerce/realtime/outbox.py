@@ -112,8 +112,8 @@ class Outbox:
     task are made the first time a frame has to wait (an idle viewer holds none of them).
     """
 
-    __slots__ = ("_direct", "_held", "_on_overflow", "_pending", "_queue", "_send", "_task",
-                 "_transport", "_wake", "closed", "encoding", "max_buffer", "max_queue",
+    __slots__ = ("_direct", "_floor", "_held", "_on_overflow", "_pending", "_queue", "_send",
+                 "_task", "_transport", "_wake", "closed", "encoding", "max_buffer", "max_queue",
                  "overflowed", "position", "sent")  # fmt: skip
 
     def __init__(self, encoding: Encoding, send: ASGISend, *, max_queue: int, max_buffer: int,
@@ -137,6 +137,8 @@ class Outbox:
         self.sent = 0
         self.position: str | None = None
         """The id of the last durable event this viewer was given (or its join's snapshot)."""
+        self._floor = (0, 0)
+        """``position`` parsed: live events at or before it are not sent again."""
 
     # -- holding during join ------------------------------------------------------------------
     @property
@@ -148,13 +150,20 @@ class Outbox:
             self._held = []
 
     def push_live(self, frame: Frame) -> None:
-        """A frame from the hub: kept aside while holding, else sent."""
+        """A frame from the hub: kept aside while holding, else sent -- unless it is an event
+        this viewer already has (its join's snapshot was read before the hub passed that event
+        on: the event and the snapshot come over different connections)."""
         if self._held is not None:
             if len(self._held) >= self.max_queue:
                 self._overflow()
                 return
             self._held.append(frame)
             return
+        if frame.event_id is not None and frame.key() <= self._floor:
+            kept = frame.after(self._floor)  # a batch keeps what the viewer does not have
+            if kept is None:
+                return
+            frame = kept
         self.push(frame)
 
     def release(self, after_event_id: str | None, replay: list[Frame] | None = None) -> None:
@@ -165,6 +174,7 @@ class Outbox:
         held, self._held = self._held or [], None
         if after_event_id:
             self.position = after_event_id
+            self._floor = max(self._floor, parse_event_id(after_event_id))
         floor = parse_event_id(after_event_id) if after_event_id else (0, 0)
         for frame in [*(replay or ()), *held]:
             kept = frame.after(floor)  # a batch keeps what the snapshot did not reflect
@@ -179,6 +189,7 @@ class Outbox:
             return
         if frame.event_id is not None:
             self.position = frame.event_id
+            self._floor = frame.key()
         if self._queue or self._pending is not None:
             if self._queue is not None and len(self._queue) >= self.max_queue:
                 self._overflow()

@@ -179,3 +179,19 @@ async def test_outbox_keeps_the_asgi_send_with_an_extension() -> None:
     box.push(Frame({"n": 1}))
     assert proto.asgi_sends == 1 and proto.texts() == ['{"n":1}']
     await box.aclose()
+
+
+async def test_a_live_event_the_join_snapshot_already_reflected_is_not_sent_again() -> None:
+    """The snapshot (one connection) can be read before the hub passes on an event it reflects
+    (the pub/sub connection): released with the snapshot's id, the outbox drops that event."""
+    hub, broker, _ = await make()
+    sink, over = Sink(), []
+    box = outbox(sink, over)
+    box.hold()
+    await hub.join("s1", box)
+    box.release("3-0")  # the snapshot reflected events up to 3-0, not yet passed on here
+    for n in (3, 4):
+        broker.publish("s1", {"id": f"{n}-0", "type": "restocked", "ts": n, "data": {}})
+    assert [orjson.loads(m["text"])["id"] for m in sink.sent] == ["4-0"]
+    assert box.position == "4-0"
+    await hub.stop()
