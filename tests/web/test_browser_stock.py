@@ -33,6 +33,10 @@ if not CHROMIUM.exists():
 
 from playwright.async_api import async_playwright, expect  # noqa: E402
 
+# A loaded CI machine renders and delivers slower than a laptop: assertions wait up to 15 s
+# (a bound on waiting, not a timing).
+expect.set_options(timeout=15_000)
+
 
 @pytest.fixture
 async def app_server(redis_url: str, keyspace: Keyspace) -> AsyncIterator[Running]:
