@@ -181,7 +181,7 @@ class Outbox:
             if kept is not None:
                 self.push(kept)
                 if kept.event_id is not None:
-                    floor = max(floor, parse_event_id(kept.event_id))
+                    floor = max(floor, kept.key())
 
     # -- sending ------------------------------------------------------------------------------
     def push(self, frame: Frame) -> None:
