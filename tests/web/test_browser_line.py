@@ -109,6 +109,10 @@ async def test_viewers_see_their_place_in_line_then_the_outcome(
             await expect(notice).to_have_text("You're in line (#1)")
             await expect(row.get_by_test_id("drop-line")).to_have_text("2 in line")
             await shot(panel, "line-02-panel-in-line")
+            # A panel opened while attempts wait shows the line at once (its first snapshot).
+            await panel.reload()
+            await expect(panel.get_by_test_id("live-state")).to_have_text("real time")
+            await expect(row.get_by_test_id("drop-line")).to_have_text("2 in line")
 
             # -- the next one too: ana goes to the store and buys; the line is empty ---------
             await inventory.tickets_done("night", "tee", 1)

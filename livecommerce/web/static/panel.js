@@ -212,6 +212,10 @@ function onLive(event, data) {
     state.live = "live";
     state.showRecord = data.show;
     state.drops = new Map(data.drops.map((d) => [d.id, d]));
+    // The line's length comes with the stats only (line events follow when it moves).
+    for (const d of data.stats.drops) {
+      if (state.drops.has(d.id)) upsertDrop({ id: d.id, in_line: d.in_line });
+    }
     state.stats = data.stats;
     state.viewers = data.stats.viewers;
     state.orders = data.orders;
