@@ -45,7 +45,7 @@ from typing import Any
 SECRET = "bench-secret-0123456789abcdef0123"
 SHOW = "bench"
 OPS = ("buy_now", "reserve")
-SCENARIOS = ("sale", "edge_refusal", "store_refusal")
+SCENARIOS = ("sale", "edge_refusal", "store_refusal", "floor")
 VARIANTS = {"before": {"LIVECOMMERCE_EDGE_REFUSALS": "false"}, "after": {}}
 
 
@@ -252,10 +252,96 @@ async def _clients(url: str, op: str, drop: str, first: int, count: int, seconds
             "cpu_s": cpu}  # fmt: skip
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
+# -- floor: the least a Python server on this loop pays per attempt -----------------------------
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+REFUSAL_TAIL = b'","op":"buy_now","ok":false,"server_time":0,"reason":"sold_out","detail":{}}'
+
+
+def floor_main(port: int) -> None:
+    """A WebSocket server that does the least a reply needs: uvloop, the handshake, then per
+    frame: find its end, unmask it, find its request id, write a fixed refusal with that id (a
+    join gets a bare snapshot). No decoding, no validation, no state: what the gateway pays per
+    edge refusal on top of this is the gateway's own."""
+    import base64
+    import hashlib
+    import re
+
+    import uvloop
+    from websockets.speedups import apply_mask  # type: ignore[import-not-found]
+
+    key_re = re.compile(rb"(?im)^sec-websocket-key:[ \t]*(\S+)")
+
+    class Floor(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport, self.buf, self.open = transport, b"", False
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf + data if self.buf else data
+            if not self.open:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    self.buf = buf
+                    return
+                found = key_re.search(buf[:end])
+                assert found is not None
+                accept = base64.b64encode(hashlib.sha1(found.group(1) + WS_GUID.encode())
+                                          .digest())  # fmt: skip
+                self.transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                    b"\r\nSec-WebSocket-Protocol: livecommerce.v1.json\r\n\r\n")  # fmt: skip
+                self.open, buf = True, buf[end + 4 :]
+            while len(buf) >= 2:
+                size, start = buf[1] & 0x7F, 2
+                if size == 126:
+                    size, start = int.from_bytes(buf[2:4]), 4
+                elif size == 127:
+                    size, start = int.from_bytes(buf[2:10]), 10
+                if len(buf) < start + 4 + size:
+                    break
+                payload = apply_mask(buf[start + 4 : start + 4 + size], buf[start : start + 4])
+                opcode, buf = buf[0] & 0x0F, buf[start + 4 + size :]
+                if opcode == 8:
+                    self.transport.write(b"\x88\x02\x03\xe8")
+                    self.transport.close()
+                    return
+                i = payload.find(b'"id":"')
+                if i < 0:
+                    reply = b'{"type":"snapshot"}'
+                else:
+                    rid = payload[i + 6 : payload.index(b'"', i + 6)]
+                    reply = b'{"type":"result","id":"' + rid + REFUSAL_TAIL
+                head = bytes((0x81, len(reply))) if len(reply) < 126 else (
+                    b"\x81\x7e" + len(reply).to_bytes(2))  # fmt: skip
+                self.transport.write(head + reply)
+            self.buf = buf
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Floor, "127.0.0.1", port,
+                                                                backlog=4096)  # fmt: skip
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"floor server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.1)
+    raise TimeoutError("floor server not listening")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, seconds: float,
@@ -275,10 +361,11 @@ def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, 
     for _ in procs:
         if queue.get(timeout=120) != "connected":
             raise RuntimeError("a client process failed to connect")
-    cpu0 = cpu_seconds(server_pid)
+    user0, sys0 = cpu_times(server_pid)
     go.set()
     parts = [queue.get(timeout=seconds + warmup + 120) for _ in procs]
-    server_cpu = cpu_seconds(server_pid) - cpu0
+    user1, sys1 = cpu_times(server_pid)
+    server_cpu = user1 - user0 + sys1 - sys0
     for proc in procs:
         proc.join(10)
     latencies = [x for part in parts for x in part["latencies"]]
@@ -287,6 +374,7 @@ def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, 
     out = summary(latencies, seconds, sum(p["refused"] for p in parts),
                   connections=connections, client_processes=processes,
                   server_cpu_us_per_command=round(server_cpu / max(sent, 1) * 1e6, 1),
+                  server_system_share=round((sys1 - sys0) / server_cpu, 3) if server_cpu else 0,
                   client_cpu_us_per_command=round(
                       sum(p["cpu_s"] for p in parts) / max(sent, 1) * 1e6, 1))  # fmt: skip
     if errors:
@@ -340,16 +428,21 @@ def main() -> int:
     parser.add_argument(
         "--before-src",
         default="",
-        help="with --scenarios: run the 'before' gateway from this source tree "
-        "(e.g. `git archive main | tar -x -C DIR`) instead of edge refusals off",
+        help="with --scenarios: run the 'before' gateway from this source tree with its "
+        "defaults (e.g. `git archive main | tar -x -C DIR`) instead of this tree with edge "
+        "refusals off",
     )
     parser.add_argument(
         "--scenarios",
         default="",
         help=f"comma list of {','.join(SCENARIOS)}: CPU per attempt, before/after",
     )
+    parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit()
+    if args.floor_server:
+        floor_main(args.floor_server)
+        return 0
     if args.scenarios:
         return scenarios_main(args, [s for s in args.scenarios.split(",") if s])
     from livecommerce.store.embedded import EmbeddedValkey, free_port
@@ -429,24 +522,35 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
     valkey = EmbeddedValkey(tmp / "valkey").start()
     prefix = f"bc{os.getpid()}"
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    floor: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     results: dict[str, Any] = {}
     log = lambda m: print(f"bench: {m} ...", file=sys.stderr, flush=True)  # noqa: E731
     try:
         asyncio.run(create_drops(valkey.url, prefix, []))
         for variant, env in VARIANTS.items():
-            if variant == "before" and args.before_src:
-                env = {**env, "PYTHONPATH": str(Path(args.before_src).resolve())}
+            if variant == "before" and args.before_src:  # that tree as it is, its defaults
+                env = {"PYTHONPATH": str(Path(args.before_src).resolve())}
             port = free_port()
             proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env)
             gateways[variant] = (proc, port)
         for proc, port in gateways.values():
             wait_ready(port, proc)
+        if "floor" in scenarios:
+            port = free_port()
+            floor["floor"] = (subprocess.Popen(
+                [sys.executable, __file__, "--floor-server", str(port)],
+                stdout=(tmp / "floor.log").open("wb"), stderr=subprocess.STDOUT,
+            ), port)  # fmt: skip
+            wait_listening(port, floor["floor"][0])
         for scenario in scenarios:
-            rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+            targets = floor if scenario == "floor" else gateways
+            rows: dict[str, list[dict[str, Any]]] = {v: [] for v in targets}
             for r in range(args.rounds):
-                for variant, (proc, port) in gateways.items():
+                for variant, (proc, port) in targets.items():
                     drop = f"{scenario}-{variant}-{r}"
-                    if scenario == "sale":
+                    if scenario == "floor":
+                        pass
+                    elif scenario == "sale":
                         asyncio.run(create_drops(valkey.url, prefix, [drop]))
                     else:
                         asyncio.run(create_scenario_drop(valkey.url, prefix, scenario, drop,
@@ -474,19 +578,21 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
                 out[variant] = {
                     "server_cpu_us_per_command": statistics.median(
                         r["server_cpu_us_per_command"] for r in runs),
+                    "server_system_share": statistics.median(
+                        r["server_system_share"] for r in runs),
                     "commands_per_s": statistics.median(r["commands_per_s"] for r in runs),
                     "latency_ms_p50": statistics.median(r["latency_ms"].get("p50", 0.0)
                                                         for r in runs),
                     "refused": sum(r["refused"] for r in runs),
                     "rounds": runs,
                 }  # fmt: skip
-            before = out["before"]["server_cpu_us_per_command"]
+            before = out.get("before", {}).get("server_cpu_us_per_command")
             if before:
                 out["cpu_ratio_after_over_before"] = round(
                     out["after"]["server_cpu_us_per_command"] / before, 3)  # fmt: skip
             results[scenario] = out
     finally:
-        for proc, _ in gateways.values():
+        for proc, _ in [*gateways.values(), *floor.values()]:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
