@@ -24,6 +24,7 @@ class Connection:
         "buffered",
         "closing",
         "encoding",
+        "idle",
         "next_receive",
         "outbox",
         "session",
@@ -48,6 +49,9 @@ class Connection:
         """Frames received while an attempt waited in line, not yet handled (at most
         ``gateway.MAX_BUFFERED``: a list, which empty is a tenth of a deque's size)."""
         self.next_receive: asyncio.Future[MutableMapping[str, Any]] | None = None
+        self.idle = False
+        """The connection's task waits for the next frame with nothing read ahead: a frame may
+        be answered where it arrives (the gateway's fast lane) without changing any order."""
 
     async def receive(self) -> MutableMapping[str, Any]:
         if self.buffered:
@@ -55,7 +59,11 @@ class Connection:
         if self.next_receive is not None:
             pending, self.next_receive = self.next_receive, None
             return await pending
-        return await self.websocket.receive()
+        self.idle = True
+        try:
+            return await self.websocket.receive()
+        finally:
+            self.idle = False
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.push(Frame(message))

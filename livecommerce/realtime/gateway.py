@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -55,6 +56,7 @@ from livecommerce.realtime.protocol import (
 )
 from livecommerce.realtime.recovery import Recovery
 from livecommerce.realtime.risk import RiskCheck, screen
+from livecommerce.realtime.wsprotocol import WebSocketProtocol
 from livecommerce.store.blocks import Blocks
 from livecommerce.store.services import Services
 
@@ -283,28 +285,69 @@ class Gateway:
                 message = await conn.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            payload = message.get("text")
-            if payload is None:
-                payload = message.get("bytes") or b""
-            actions = session.receive_frame(
-                conn.encoding, payload, now=time.monotonic(), wall=time.time()
-            )
+            actions = message.get("actions")
+            if actions is None:  # not decided in the fast lane
+                payload = message.get("text")
+                if payload is None:
+                    payload = message.get("bytes") or b""
+                actions = session.receive_frame(
+                    conn.encoding, payload, now=time.monotonic(), wall=time.time()
+                )
             for action in actions:
                 if isinstance(action, Send):
-                    body = action.message
-                    if body.get("type") == "pong":
-                        body["server_time"] = self.server_time_ms()
-                    conn.send(body)
+                    self._reply(conn, action)
                 elif isinstance(action, Join):
                     if not await self._join(conn, action):
                         return
+                    self._open_fast_lane(conn)
                 elif isinstance(action, Command):
-                    await self._command(conn, action)
+                    await self._command(conn, action, edge_asked="edge_asked" in message)
                 elif isinstance(action, Post | React | Moderate):
                     await self.engagement.handle(conn, action)
                 elif isinstance(action, Close):
                     await self._close(conn, action.code, action.reason)
                     return
+
+    def _reply(self, conn: Connection, action: Send) -> None:
+        body = action.message
+        if body.get("type") == "pong":
+            body["server_time"] = self.server_time_ms()
+        conn.send(body)
+
+    # -- the fast lane --------------------------------------------------------------------------
+    def _open_fast_lane(self, conn: Connection) -> None:
+        """Let the joined viewer's frames be answered where they arrive (see :meth:`_fast`), under
+        the server protocol of realtime/wsprotocol.py; under any other, nothing changes."""
+        protocol = conn.outbox.protocol
+        if isinstance(protocol, WebSocketProtocol):
+            protocol.on_message = functools.partial(self._fast, conn)
+
+    def _fast(self, conn: Connection, payload: str | bytes) -> dict[str, Any] | None:
+        """A frame of a joined viewer, inside the protocol's ``data_received``. While the
+        connection's task waits for it with nothing read ahead, the frame is decoded here, and
+        what needs no I/O is answered at once: an error reply, a pong, an edge refusal (a burst
+        is mostly those). Anything else goes to the task as its decided actions, in order.
+        Returns None when answered, else the event for the task's inbox."""
+        if not conn.idle or conn.closing:
+            key = "text" if isinstance(payload, str) else "bytes"
+            return {"type": "websocket.receive", key: payload}
+        try:
+            actions = conn.session.receive_frame(
+                conn.encoding, payload, now=time.monotonic(), wall=time.time()
+            )
+            if len(actions) == 1:
+                action = actions[0]
+                if isinstance(action, Send):
+                    self._reply(conn, action)
+                    return None
+                if isinstance(action, Command):
+                    if self._at_edge(conn, action):
+                        return None
+                    return {"type": "websocket.receive", "actions": actions, "edge_asked": True}
+        except Exception:
+            log.exception("viewer frame failed")
+            actions = [Close(CloseCode.INTERNAL, "internal")]
+        return {"type": "websocket.receive", "actions": actions}
 
     async def _close(self, conn: Connection, code: CloseCode, reason: str) -> None:
         if conn.closing:
@@ -490,6 +533,25 @@ class Gateway:
         if self.edge.set_buyers(show, drop, generation, buyers):
             self._flush_line(show, drop)
 
+    def _at_edge(self, conn: Connection, cmd: Command) -> bool:
+        """Answer ``cmd`` here if the edge is certain of the store's answer (or the store's own
+        checks refuse it without Redis); False to ask the store."""
+        if not self.edge.enabled or cmd.op not in (Op.RESERVE, Op.BUY_NOW):
+            return False
+        assert conn.show is not None
+        try:
+            reply = self._edge_refusal(conn.show, cmd)
+        except ValidationError as exc:
+            self.metrics.count_command(cmd.op, "invalid")
+            conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
+                            field=exc.field).message)  # fmt: skip
+            return True
+        if reply is None:
+            return False
+        self.metrics.count_command(cmd.op, reply.get("reason") or "ok")
+        conn.send(reply)
+        return True
+
     def _edge_refusal(self, show: str, cmd: Command) -> dict[str, Any] | None:
         """The store's certain answer to a reserve/buy_now, given here (docs/protocol.md, "Edge
         refusals"), or None to ask the store. Raises ValidationError as the store would."""
@@ -521,23 +583,15 @@ class Gateway:
                 "replay": False}  # fmt: skip
 
     # -- commands -----------------------------------------------------------------------------
-    async def _command(self, conn: Connection, cmd: Command) -> None:
+    async def _command(self, conn: Connection, cmd: Command, *, edge_asked: bool = False) -> None:
+        """Answer ``cmd``: at the edge when it can (unless the fast lane just asked it), else in
+        the drop's line if it has one, at the store."""
         show = conn.show
         assert show is not None
         started = time.perf_counter()
         edge_checked = self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW)
-        if edge_checked:
-            try:
-                reply = self._edge_refusal(show, cmd)
-            except ValidationError as exc:
-                self.metrics.count_command(cmd.op, "invalid")
-                conn.send(error(ErrorCode.BAD_MESSAGE, str(exc), request_id=cmd.request_id,
-                                field=exc.field).message)  # fmt: skip
-                return
-            if reply is not None:
-                self.metrics.count_command(cmd.op, reply.get("reason") or "ok")
-                conn.send(reply)
-                return
+        if edge_checked and not edge_asked and self._at_edge(conn, cmd):
+            return
         lined = bool(self.settings.line_in_flight) and cmd.op in (Op.RESERVE, Op.BUY_NOW)
         if not lined or not valid_id(cmd.drop) or self.edge.closed(show, cmd.drop):
             # A closed drop has nothing to sell in any order: its attempts (a buyer's, whom the

@@ -198,6 +198,11 @@ class Outbox:
             return
         self._write_now(frame)
 
+    @property
+    def protocol(self) -> Any:
+        """The server protocol frames are written to directly (:func:`find_direct`), or None."""
+        return self._direct
+
     def _write_now(self, frame: Frame) -> None:
         direct = self._direct
         if direct is not None:

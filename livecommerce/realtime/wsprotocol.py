@@ -31,6 +31,13 @@ size limit) is logged as one INFO line on ``livecommerce.gateway`` with the clos
 reason. An unexpected error in the parser stays what ``websockets`` makes of it: an error with
 its traceback, closed with 1011.
 
+A message answered where it arrives. The app may set :attr:`WebSocketProtocol.on_message` on a
+connection: a complete message that arrives while nothing waits in the inbox is handed to it
+inside ``data_received``, before any ASGI event is made. It returns None when it has answered
+the message itself (no event, no wake-up of the app's task, no pause of reading), or the event
+to queue in the message's place. The gateway answers the buy attempts its edge view refuses this
+way (docs/protocol.md, "Edge refusals"); everything else goes on to its task in order.
+
 Pass :data:`WS_PROTOCOL` as uvicorn's ``ws`` setting (``runner.uvicorn_config`` does).
 """
 
@@ -39,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import logging
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from uvicorn.protocols.utils import get_client_addr
@@ -174,6 +182,10 @@ class Writable:
                 self._waiters.remove(waiter)
 
 
+OnMessage = Callable[[str | bytes], MutableMapping[str, Any] | None]
+"""A complete message's payload (text as str) -> None if answered, else the event to queue."""
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol driving :class:`ConformingServerProtocol`, holding
     less per connection (the module's docstring)."""
@@ -189,6 +201,24 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
         self.writable.set()
+        self.on_message: OnMessage | None = None
+        """Given each complete message while the inbox is empty (the module's docstring)."""
+
+    def send_receive_event_to_app(self) -> None:
+        handler = self.on_message
+        if handler is None or self.close_sent or not self.queue.empty():
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        # Text was checked as UTF-8 frame by frame (ConformingServerProtocol): decode cannot fail.
+        event = handler(data.decode() if self.curr_msg_data_type == "text" else data)
+        if event is None:
+            return
+        self.queue.put_nowait(event)  # type: ignore[arg-type]
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import SECRET, Running, drop, serve, settings
 from helpers.polling import eventually
+from helpers.raw_ws import TEXT, RawSocket, client_frame
 from websockets.asyncio.client import ClientConnection, connect
 
 from livecommerce.realtime.client import Client
@@ -324,3 +325,85 @@ async def test_attempts_waiting_for_the_store_when_it_sells_out_are_answered_at_
     finally:
         for _ in range(taken):
             slots.release()
+
+
+# -- the fast lane: answered inside data_received, in order -----------------------------------
+async def raw_join(gw: Running, viewer: str) -> RawSocket:
+    sock = await RawSocket.open(gw.port, subprotocol="livecommerce.v1.json")
+    sock.send(TEXT, orjson.dumps({"type": "join", "show": "s1", "token": token(viewer)}))
+    while orjson.loads((await sock.recv())[1])["type"] != "snapshot":
+        pass
+    return sock
+
+
+async def replies(sock: RawSocket, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` replies to commands (results, errors, pongs), pushes skipped."""
+    out: list[dict[str, Any]] = []
+    while len(out) < count:
+        message = orjson.loads((await sock.recv())[1])
+        if message["type"] in ("result", "error", "pong"):
+            out.append(message)
+    return out
+
+
+def attempt(rid: str, drop_id: str, quantity: int = 1) -> bytes:
+    return orjson.dumps({"type": "buy_now", "id": rid, "drop": drop_id, "quantity": quantity,
+                         "payment_reference": "pay"})  # fmt: skip
+
+
+async def test_an_edge_refusal_is_answered_where_it_arrives_and_never_queued(
+    gw: Running, inv: Inventory, redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    async with Client(gw.url, "s1", token=token("alice")) as alice:
+        await sell_out(gw, inv, alice)
+    sock = await raw_join(gw, "bob")
+    await edge_settled(gw)  # the show was left: the view learns d1's buyers again
+    try:
+        [conn] = [c for c in gw.gateway.connections if c.viewer == "bob"]
+        protocol = conn.outbox.protocol
+        assert protocol.on_message is not None
+        handed: list[Any] = []  # what the fast lane gave the task's inbox, per frame
+        answer = protocol.on_message
+        protocol.on_message = lambda payload: handed.append(answer(payload)) or handed[-1]
+        for i in range(5):
+            sock.send(TEXT, attempt(f"b{i}", "d1"))
+            [reply] = await replies(sock, 1)
+            assert reply["id"] == f"b{i}" and reply["reason"] == "sold_out"
+        sock.send(TEXT, b'{"type":"ping","id":"p1"}')
+        [pong] = await replies(sock, 1)
+        assert pong["type"] == "pong" and isinstance(pong["server_time"], int)
+        assert handed == [None] * 6  # each answered where it arrived: none went to the task
+        assert not protocol.read_paused
+        assert not await recorded(redis, keyspace, "bob", "b0")
+    finally:
+        await sock.aclose()
+
+
+async def test_frames_arriving_together_are_answered_in_their_order(
+    gw: Running, inv: Inventory
+) -> None:
+    """A sale (the store) then edge refusals, a pong and bad input, in one TCP write: the replies
+    come in the order of the frames, as they would from the connection's task alone."""
+    async with Client(gw.url, "s1", token=token("alice")) as alice:
+        await sell_out(gw, inv, alice)
+        await inv.create_drop("s1", drop("d2", quantity=5, limit=5))
+        await until(alice, "drop_opened", id="d2")
+    sock = await raw_join(gw, "bob")
+    await edge_settled(gw)
+    try:
+        frames = [
+            attempt("b1", "d2"),
+            attempt("b2", "d1"),
+            b'{"type":"ping","id":"p3"}',
+            attempt("b4", "d1", quantity=0),
+            attempt("b5", "d2"),
+            attempt("b6", "d1"),
+        ]
+        sock.send_raw(b"".join(client_frame(TEXT, f) for f in frames))
+        got = await replies(sock, len(frames))
+        assert [m["id"] for m in got] == ["b1", "b2", "p3", "b4", "b5", "b6"]
+        assert got[0]["ok"] and got[4]["ok"]
+        assert got[1]["reason"] == got[5]["reason"] == "sold_out"
+        assert got[3]["reason"] == "invalid_quantity"
+    finally:
+        await sock.aclose()
