@@ -8,6 +8,11 @@ The Redis pub/sub client never retries by itself: a retried reconnect would re-s
 (redis-py's ``on_connect``), and what was published before the new subscription took effect
 would be lost without anyone knowing. Every loss reaches ``on_lost`` instead, and the hub has
 its viewers resume from the event log.
+
+Messages are read straight off the subscribed connection (``read_response`` with no deadline:
+an idle show sends nothing for minutes), not through ``PubSub.get_message``, which wraps every
+message in a retry policy, a one-second timeout and a dict: in a burst every sale is one
+message to every gateway process, and that path cost several times the message's own work.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -112,7 +118,10 @@ class RedisBroker:
         while True:
             await self._subscribed.wait()
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                connection = self._pubsub.connection
+                if connection is None:
+                    raise ConnectionError("pub/sub connection closed")
+                reply = await connection.read_response(timeout=math.inf, push_request=True)
             except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
                 # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
                 log.warning("pub/sub connection lost: %s", exc)
@@ -123,21 +132,23 @@ class RedisBroker:
                 self._pubsub = self._client.pubsub()
                 self._subscribed.clear()
                 continue
-            if message is None:
-                if not self._pubsub.subscribed:
-                    self._subscribed.clear()
-                continue
-            kind = message["type"]
-            channel = message["channel"]
-            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-            if kind == "message":
-                show = self._channels.get(channel)
-                if show is not None and self._on_message is not None:
-                    self._on_message(show, message["data"])
-            elif kind == "subscribe":
-                waiter = self._confirm.pop(channel, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+            self._received(reply)
+
+    def _received(self, reply: Any) -> None:
+        """One reply of the subscribed connection: ``[kind, channel, data or count]``."""
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # a pong, or nothing this broker asked for
+        kind, channel = reply[0], reply[1]
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if kind == b"message":
+            show = self._channels.get(channel)
+            if show is not None and self._on_message is not None:
+                self._on_message(show, reply[2])
+        elif kind == b"subscribe":
+            waiter = self._confirm.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _lost(self) -> None:
         for waiter in self._confirm.values():
