@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from livecommerce.core import config
-from livecommerce.core.errors import ConflictError, NotFoundError, ValidationError
+from livecommerce.core.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from livecommerce.core.model import DropKind, DropSpec, Outcome, Reason
 from livecommerce.store.audit import audit
 from livecommerce.store.inventory import Inventory
@@ -284,6 +284,37 @@ async def test_script_run_twice_is_a_replay(inv: Inventory) -> None:
     second = Outcome.parse(await inv.runner.call("drop_reserve", keys, args))
     assert first.ok and second.replay and second.order == first.order
     assert len(await stream_orders(inv)) == 1
+
+
+async def test_replies_held_past_the_socket_timeout_fail_the_call_and_spare_the_pool(
+    make_inv: MakeInventory, redis_url: str
+) -> None:
+    """The batch's replies share one deadline, the connection's socket timeout: past it the call
+    fails as a store error (after redis-py's retries), and the pool's connections still work."""
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=0.3)
+    control = aioredis.Redis.from_url(redis_url)
+    try:
+        inv = await make_inv(client)
+        await inv.create_show(SHOW, title="Show")
+        await inv.create_drop(SHOW, spec(quantity=10))
+        try:
+            await control.execute_command("CLIENT", "PAUSE", 3_000, "WRITE")
+        except ResponseError as exc:  # pragma: no cover - managed servers may forbid it
+            pytest.skip(f"CLIENT PAUSE not allowed: {exc}")
+        try:
+            with pytest.raises(StoreError, match="redis"):
+                await inv.reserve(SHOW, "d1", "alice", 1, "held")
+        finally:
+            await control.execute_command("CLIENT", "UNPAUSE")
+        # Whatever the lost attempts did is replayed; nothing is left unread on a connection.
+        outs = await asyncio.gather(*(inv.reserve(SHOW, "d1", f"v{i}", 1, f"r{i}")
+                                      for i in range(8)))  # fmt: skip
+        assert all(o.ok for o in outs)
+        again = await inv.reserve(SHOW, "d1", "alice", 1, "held")
+        assert again.ok
+    finally:
+        await control.aclose()
+        await client.aclose()
 
 
 @pytest.mark.parametrize("mode", ["reserve", "buy"])
