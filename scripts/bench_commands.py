@@ -392,8 +392,24 @@ def start_gateway(
            "LIVECOMMERCE_RATE_BURST": "100000"}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "livecommerce", "serve", "--no-demo", "--port", str(port)],
-        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=source_dir(env),
     )  # fmt: skip
+
+
+def source_dir(env: dict[str, str]) -> str | None:
+    """Where a gateway with this environment must start: ``python -m`` puts the working
+    directory first on sys.path, so a ``before`` tree on PYTHONPATH alone would lose to this
+    checkout when the benchmark runs from it."""
+    return env.get("PYTHONPATH") or None
+
+
+def module_file(env: dict[str, str]) -> str:
+    """The livecommerce package a gateway with this environment imports (for the report)."""
+    return subprocess.run(
+        [sys.executable, "-c", "import livecommerce; print(livecommerce.__file__)"],
+        env={**os.environ, **env}, cwd=source_dir(env), capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -523,6 +539,7 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
     prefix = f"bc{os.getpid()}"
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     floor: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    modules: dict[str, str] = {}
     results: dict[str, Any] = {}
     log = lambda m: print(f"bench: {m} ...", file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -533,6 +550,7 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
             port = free_port()
             proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env)
             gateways[variant] = (proc, port)
+            modules[variant] = module_file(env)
         for proc, port in gateways.values():
             wait_ready(port, proc)
         if "floor" in scenarios:
@@ -606,6 +624,7 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
         "before": args.before_src or "this tree, LIVECOMMERCE_EDGE_REFUSALS=false",
+        "modules": modules,
         "results": results,
     }  # fmt: skip
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
