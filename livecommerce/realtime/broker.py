@@ -72,6 +72,12 @@ class MemoryBroker:
             self._on_message(show, orjson.dumps(message))
 
 
+async def _as_is(reply: Any) -> Any:
+    """The subscribed connection's push handler: the reply as it came (redis-py's default one
+    formats every message into a debug line, logged or not)."""
+    return reply
+
+
 class RedisBroker:
     """One pub/sub connection per process; one channel per show with viewers here."""
 
@@ -91,7 +97,7 @@ class RedisBroker:
         self._on_message = on_message
         self._on_lost = on_lost
         self._client = aioredis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
-        self._pubsub = self._client.pubsub()
+        self._pubsub = self._client.pubsub(push_handler_func=_as_is)
         self._task = asyncio.create_task(self._listen(), name="hub-pubsub")
 
     @property
@@ -129,7 +135,7 @@ class RedisBroker:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
                     await self._pubsub.aclose()
                 assert self._client is not None
-                self._pubsub = self._client.pubsub()
+                self._pubsub = self._client.pubsub(push_handler_func=_as_is)
                 self._subscribed.clear()
                 continue
             self._received(reply)
