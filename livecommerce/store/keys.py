@@ -68,6 +68,7 @@ Global (cross-slot) indexes, only ever written outside the atomic scripts::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -185,7 +186,9 @@ class Keyspace:
     def request(self, show: str, viewer: str, request_id: str) -> str:
         return f"{self.base(show)}:req:{viewer}:{request_id}"
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - Keyspace is a frozen value, kept for good
     def drop(self, show: str, drop: str) -> DropKeys:
+        """One drop's keys (immutable; cached: every attempt of a burst asks for the same)."""
         d = f"{self.base(show)}:drop:{drop}"
         return DropKeys(
             drop=d,
