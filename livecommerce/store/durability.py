@@ -37,7 +37,9 @@ class AofBarrier:
         self.enabled = enabled
         self.timeout_ms = timeout_ms
         self.mode: Mode = "none"
-        self._next: asyncio.Future[bool] | None = None
+        self._next: list[asyncio.Future[bool]] = []
+        """The callers waiting for the next round (each its own future: one that gives up
+        cancels nothing shared)."""
         self._task: asyncio.Task[None] | None = None
 
     async def detect(self) -> Mode:
@@ -68,16 +70,15 @@ class AofBarrier:
         """
         if self.mode != "waitaof":
             return None
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        future = self._next
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._next.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._rounds())
-        return await asyncio.shield(future)
+        return await waiter
 
     async def _rounds(self) -> None:
-        while self._next is not None:
-            future, self._next = self._next, None
+        while self._next:
+            waiters, self._next = self._next, []
             try:
                 # A pipeline runs on one connection: the INCR is this connection's last write.
                 pipe = self.redis.pipeline(transaction=False)
@@ -88,5 +89,6 @@ class AofBarrier:
             except RedisError as exc:
                 log.warning("WAITAOF failed: %s", exc)
                 ok = False
-            if not future.done():
-                future.set_result(ok)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(ok)

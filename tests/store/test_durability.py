@@ -81,3 +81,26 @@ async def test_orders_on_the_default_server_are_durable(tmp_path: Path) -> None:
             assert [o.durable for o in outcomes] == [True] * 5
         finally:
             await client.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_of_its_round_waiting(
+    tmp_path: Path,
+) -> None:
+    """Callers of one round share one WAITAOF; one of them cancelled (its viewer gone) cancels
+    nothing the others wait for, and a caller arriving during a round waits for the next."""
+    with EmbeddedValkey(tmp_path / "valkey") as server:
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            barrier = AofBarrier(client, "d:aofbarrier")
+            assert await barrier.detect() == "waitaof"
+            await client.set("d:order", "confirmed")
+            callers = [asyncio.create_task(barrier.wait()) for _ in range(3)]
+            await asyncio.sleep(0)  # all three are waiting for the same round
+            callers[1].cancel()
+            late = asyncio.create_task(barrier.wait())
+            assert await callers[0] is True and await callers[2] is True
+            assert callers[1].cancelled()
+            assert await late is True
+            assert await barrier.wait() is True  # a new round once the last one ended
+        finally:
+            await client.aclose()
