@@ -39,9 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef0123"
 SHOW = "bench"
 OPS = ("buy_now", "reserve")
@@ -383,32 +385,36 @@ def gateway_run(url: str, op: str, drop: str, connections: int, processes: int, 
 
 
 def start_gateway(
-    redis_url: str, prefix: str, port: int, log_path: Path, extra_env: dict[str, str] | None = None
+    redis_url: str,
+    prefix: str,
+    port: int,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+    src: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """A gateway from the source tree ``src``, run in it: ``python -m`` puts the working directory
+    first on sys.path, ahead of PYTHONPATH, so run anywhere else it would import that tree's code.
+    ``wrapper``: a command the gateway runs under (e.g. valgrind and its options)."""
+    if src != ROOT:
+        extra_env = {**(extra_env or {}), "PYTHONPATH": str(src)}
     env = {**os.environ, **(extra_env or {}),
            "LIVECOMMERCE_REDIS_URL": redis_url, "LIVECOMMERCE_KEY_PREFIX": prefix,
            "LIVECOMMERCE_TOKEN_SECRET": SECRET, "LIVECOMMERCE_DEMO": "false",
            "LIVECOMMERCE_LOG_LEVEL": "warning", "LIVECOMMERCE_RATE": "100000",
            "LIVECOMMERCE_RATE_BURST": "100000"}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "livecommerce", "serve", "--no-demo", "--port", str(port)],
-        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=source_dir(env),
+        [*wrapper, sys.executable, "-m", "livecommerce", "serve", "--no-demo", "--port", str(port)],
+        env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=src,
     )  # fmt: skip
 
 
-def source_dir(env: dict[str, str]) -> str | None:
-    """Where a gateway with this environment must start: ``python -m`` puts the working
-    directory first on sys.path, so a ``before`` tree on PYTHONPATH alone would lose to this
-    checkout when the benchmark runs from it."""
-    return env.get("PYTHONPATH") or None
-
-
-def module_file(env: dict[str, str]) -> str:
-    """The livecommerce package a gateway with this environment imports (for the report)."""
+def module_file(src: Path) -> str:
+    """The livecommerce package a gateway run in ``src`` imports (for the report)."""
+    env = {**os.environ, "PYTHONPATH": str(src)} if src != ROOT else None
     return subprocess.run(
         [sys.executable, "-c", "import livecommerce; print(livecommerce.__file__)"],
-        env={**os.environ, **env}, cwd=source_dir(env), capture_output=True, text=True,
-        check=True,
+        env=env, cwd=src, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
 
 
@@ -545,12 +551,13 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
     try:
         asyncio.run(create_drops(valkey.url, prefix, []))
         for variant, env in VARIANTS.items():
+            src = ROOT
             if variant == "before" and args.before_src:  # that tree as it is, its defaults
-                env = {"PYTHONPATH": str(Path(args.before_src).resolve())}
+                env, src = {}, Path(args.before_src).resolve()
             port = free_port()
-            proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env)
+            proc = start_gateway(valkey.url, prefix, port, tmp / f"{variant}.log", env, src=src)
             gateways[variant] = (proc, port)
-            modules[variant] = module_file(env)
+            modules[variant] = module_file(src)
         for proc, port in gateways.values():
             wait_ready(port, proc)
         if "floor" in scenarios:
