@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from loadtests import bots, chaos, common  # noqa: E402
+from loadtests import bots, chaos, common, cpu  # noqa: E402
 from loadtests.common import SpikePlan  # noqa: E402
 from loadtests.fleet import Fleet  # noqa: E402
 from loadtests.postrun import describe, run_audit  # noqa: E402
@@ -280,6 +280,7 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
         )
         ramp_s = time.monotonic() - started
         say(f"ramp done in {ramp_s:.1f} s: {fleet.total('joined')} joined; dropping")
+        cpu_before, cpu_t0 = cpu.snapshot(), time.monotonic()
         drop_sent_ms = time.time() * 1000
         drop_view = await host_call(http, common.drop_request(plan))
         drop_reply_ms = time.time() * 1000
@@ -303,10 +304,14 @@ async def run_spike(args: argparse.Namespace, plan: SpikePlan, url: str) -> dict
 
         drop_started = time.monotonic()
         await fleet.wait_until(buying_over, hard_deadline, progress("buying"))
+        burst_cpu = {"seconds": round(time.monotonic() - cpu_t0, 2),
+                     "cpu_s": cpu.usage(cpu_before, cpu.snapshot())}  # fmt: skip
         say("stopping the viewers")
         results = await fleet.stop()
         stats = await http.get(common.drop_stats_path(plan))
-    return raw_of(processes, start_ms, (drop_sent_ms, drop_reply_ms), drop_view, stats, results)
+    raw = raw_of(processes, start_ms, (drop_sent_ms, drop_reply_ms), drop_view, stats, results)
+    raw["burst_cpu"] = burst_cpu
+    return raw
 
 
 def raw_of(
@@ -428,6 +433,8 @@ def aggregate(plan: SpikePlan, raw: dict[str, Any]) -> tuple[dict[str, Any], dic
         },
         "worker_errors": [r["error"] for r in results if "error" in r],
     }
+    if "burst_cpu" in raw:  # where the machine's cores went from the drop to the last answer
+        report["burst_cpu"] = raw["burst_cpu"]
     samples = {
         "origin_ms": origin,
         "start_ms": raw["start_ms"],

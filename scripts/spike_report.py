@@ -117,6 +117,10 @@ def summary(report: dict[str, Any]) -> str:
         + (f", last unit sold {b['sold_out_after_s']} s after the drop" if b["sold_out_after_s"]
            else ""),
     ]  # fmt: skip
+    burst = report.get("burst_cpu")
+    if burst:
+        roles = ", ".join(f"{role} {spent:.1f}" for role, spent in burst["cpu_s"].items())
+        lines.append(f"cpu during the burst ({burst['seconds']} s, core-seconds): {roles}")
     return "\n".join(lines)
 
 
