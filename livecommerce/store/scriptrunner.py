@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livecommerce.core.errors import StoreError
 
@@ -196,17 +194,11 @@ class ScriptRunner:
         async def attempt() -> list[Any]:
             await conn.send_packed_command(payload)
             replies: list[Any] = []
-            # One deadline (the connection's socket timeout) for the batch's replies, not one
-            # timer armed and cancelled per reply; past it, what redis-py raises (and retries).
-            try:
-                async with asyncio.timeout(conn.socket_timeout):
-                    for _ in range(count):
-                        try:
-                            replies.append(await conn.read_response(timeout=math.inf))
-                        except ResponseError as exc:
-                            replies.append(exc)
-            except TimeoutError as exc:
-                raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
+            for _ in range(count):
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
             return replies
 
         async def failed(_: Exception) -> None:
