@@ -418,6 +418,15 @@ def module_file(src: Path) -> str:
     ).stdout.strip()  # fmt: skip
 
 
+def stop_process(proc: subprocess.Popen[bytes], wait_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``wait_s``."""
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(wait_s)
+    if proc.poll() is None:
+        proc.kill()
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     import httpx
 
@@ -514,11 +523,7 @@ def main() -> int:
             results[op] = _combine(rows)
     finally:
         if gateway is not None:
-            gateway.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                gateway.wait(15)
-            if gateway.poll() is None:
-                gateway.kill()
+            stop_process(gateway)
         valkey.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     import orjson
@@ -618,11 +623,7 @@ def scenarios_main(args: argparse.Namespace, scenarios: list[str]) -> int:
             results[scenario] = out
     finally:
         for proc, _ in [*gateways.values(), *floor.values()]:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-            if proc.poll() is None:
-                proc.kill()
+            stop_process(proc)
         valkey.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     import orjson

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import shutil
@@ -237,11 +236,7 @@ async def measure(args: argparse.Namespace, scenarios: list[str], tmp: Path) -> 
         for ws_list in sockets.values():
             await asyncio.gather(*(ws.close() for ws in ws_list), return_exceptions=True)
         for proc, _, _ in gateways.values():
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-            if proc.poll() is None:
-                proc.kill()
+            bc.stop_process(proc, 60)  # under valgrind a gateway takes long to stop
         valkey.stop()
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
@@ -23,6 +26,26 @@ from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 from livecommerce.store.services import Services
 from livecommerce.web import hostapi
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium (``.ci/run`` installs it); playwright drives it, no browser is downloaded."""
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+PHONE = {"width": 390, "height": 844}
+
+
+def require_chromium() -> None:
+    """Called at the top of a browser test module: skip it when chromium is missing (under CI,
+    fail instead), and let playwright's assertions wait up to 15 s (a loaded CI machine renders
+    and delivers slower than a laptop: a bound on waiting, not a timing)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); set CI=1 to make "
+                    "this fail", allow_module_level=True)  # fmt: skip
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=15_000)
 
 
 @dataclass

@@ -12,7 +12,6 @@ never with sleeps.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from helpers.browser import Running, serve
+from helpers.browser import ARGS, CHROMIUM, PHONE, Running, require_chromium, serve
 
 from livecommerce.core.config import GatewaySettings, Secret, Settings
 from livecommerce.ops.app import create_app
@@ -28,30 +27,14 @@ from livecommerce.realtime import tokens
 from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 SECRET = "browser-test-secret-" + "x" * 24
-ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-PHONE = {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.browser
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-    pytest.skip(
-        f"{CHROMIUM} not installed (apt-get install chromium); set CI=1 to make this fail",
-        allow_module_level=True,
-    )
+require_chromium()
 
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
-
-# A loaded CI machine renders and delivers slower than a laptop: assertions wait up to 15 s
-# (a bound on waiting, not a timing).
-expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ Waiting is Playwright's auto-waiting, never a sleep.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers.browser import Running, serve
+from helpers.browser import ARGS, CHROMIUM, PHONE, Running, require_chromium, serve
 
 from livecommerce.core.config import GatewaySettings, Secret, Settings
 from livecommerce.core.model import DropSpec
@@ -30,25 +29,14 @@ from livecommerce.realtime import tokens
 from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 SECRET = "browser-line-secret-" + "x" * 24
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-PHONE = {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.browser
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+require_chromium()
 
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
-
-# A loaded CI machine renders and delivers slower than a laptop: assertions wait up to 15 s
-# (a bound on waiting, not a timing).
-expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ the backend shows up without a reload. Waiting is Playwright's auto-waiting, nev
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers.browser import Running, serve
+from helpers.browser import ARGS, CHROMIUM, Running, require_chromium, serve
 
 from livecommerce.core.config import GatewaySettings, Secret, Settings
 from livecommerce.ops.app import create_app
@@ -19,23 +18,13 @@ from livecommerce.store.keys import Keyspace
 from livecommerce.web.hostkeys import HostKeys
 from livecommerce.web.products import Catalog
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 pytestmark = pytest.mark.browser
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+require_chromium()
 
 from playwright.async_api import async_playwright, expect  # noqa: E402
-
-# A loaded CI machine renders and delivers slower than a laptop: assertions wait up to 15 s
-# (a bound on waiting, not a timing).
-expect.set_options(timeout=15_000)
 
 
 @pytest.fixture
