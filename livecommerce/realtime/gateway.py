@@ -256,6 +256,9 @@ class Gateway:
     async def _release(self, conn: Connection) -> None:
         """Everything a connection held, given back (its show's subscription, its outbox)."""
         conn.session.close()
+        protocol = conn.outbox.protocol
+        if isinstance(protocol, WebSocketProtocol):
+            protocol.on_message = None  # frames still in flight go nowhere; no cycle kept
         if conn.viewer:
             self.admission.guard.part(conn.viewer)
             conn.viewer = ""
