@@ -36,7 +36,7 @@ connection: a complete message that arrives while nothing waits in the inbox is 
 inside ``data_received``, before any ASGI event is made. It returns None when it has answered
 the message itself (no event, no wake-up of the app's task, no pause of reading), or the event
 to queue in the message's place. The gateway answers the buy attempts its edge view refuses this
-way (docs/protocol.md, "Edge refusals"); everything else goes on to its task in order.
+way (docs/burst.md, "Answered where it arrives"); everything else goes on to its task in order.
 
 Pass :data:`WS_PROTOCOL` as uvicorn's ``ws`` setting (``runner.uvicorn_config`` does).
 """
