@@ -19,7 +19,7 @@ same port).
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import secrets
 import signal
@@ -31,13 +31,9 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-import redis.asyncio as aioredis
-
 from livecommerce.core.processes import stop_process
 from livecommerce.fulfillment.webhooks import generate_secret
 from livecommerce.store.embedded import EmbeddedValkey, free_port
-from livecommerce.store.keys import Keyspace
-from livecommerce.web.hostkeys import HostKeys
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -73,8 +69,13 @@ class LocalStack:
         relay: bool = True,
         key_prefix: str | None = None,
         env: dict[str, str] | None = None,
+        src: Path | None = None,
     ) -> None:
         self.dir = directory
+        self.src = src.resolve() if src is not None else None
+        """The server's source tree (another checkout, to measure it with today's load tools);
+        None: this checkout's. Every server process runs from it through the ``livecommerce``
+        command, which older trees have too."""
         self.workers = workers
         self.with_relay = relay
         self.key_prefix = key_prefix or "lt" + secrets.token_hex(4)
@@ -108,6 +109,9 @@ class LocalStack:
             LIVECOMMERCE_DATA_DIR=str(self.dir / "data"),
         )
         env.update(self.extra_env)
+        if self.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.src),
+                                                              env.get("PYTHONPATH")]))  # fmt: skip
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -120,6 +124,7 @@ class LocalStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=self.src,  # ``python -m`` looks in the working directory first
             start_new_session=True,  # a Ctrl-C of the load tool does not kill the server first
         )
         self.procs[name] = proc
@@ -129,14 +134,13 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             self.valkey = EmbeddedValkey(self.dir / "valkey").start()
-            self.host_key = asyncio.run(self._create_host_key())
+            self.host_key = self._create_host_key()
             sink = self._spawn(
-                "sink",
-                ["-m", "livecommerce.ops.cli_fulfillment", "sink", "--port", str(self.sink_port)],
+                "sink", ["-m", "livecommerce", "sink", "--port", str(self.sink_port)]
             )
             wait_http(self.sink_url + "/livez", READY_TIMEOUT_S, sink)
             if self.with_relay:
-                self._spawn("relay", ["-m", "livecommerce.ops.cli_fulfillment", "relay"])
+                self._spawn("relay", ["-m", "livecommerce", "relay"])
             server = self._spawn(
                 "server",
                 ["-m", "livecommerce", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -151,15 +155,17 @@ class LocalStack:
             raise
         return self
 
-    async def _create_host_key(self) -> str:
-        client = aioredis.Redis.from_url(self.redis_url)
-        try:
-            secret, _ = await HostKeys(client, Keyspace(self.key_prefix)).create(
-                "loadtest", "load-testing kit"
-            )
-        finally:
-            await client.aclose()
-        return secret
+    def _create_host_key(self) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "livecommerce", "hostkey", "create", "--host", "loadtest",
+             "--label", "load-testing kit", "--json"],
+            env=self._env(), cwd=self.src, capture_output=True, text=True,
+            timeout=READY_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(f"hostkey create exited {done.returncode}: {done.stderr[-500:]}")
+        key: str = json.loads(done.stdout)["key"]
+        return key
 
     @property
     def sink_url(self) -> str:

@@ -40,6 +40,7 @@ from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
 from loadtests.bots import BotPlan
 from loadtests.common import SpikePlan
+from loadtests.wire import WireClient, WireClosed
 
 PROGRESS_INTERVAL_S = 0.5
 CONNECTED_SAMPLE_S = 0.25
@@ -70,6 +71,8 @@ class WorkerConfig:
     """How long an attempt answered ``unavailable`` keeps being sent again (same request id)."""
     waves: int = 0
     """0: buy on ``drop_opened``; N: buy in N waves, each started by a ``burst`` message."""
+    client: str = "lean"
+    """``lean`` (:class:`loadtests.wire.WireClient`) or ``product`` (the project's client)."""
 
 
 def wave_attempts(plan: SpikePlan, waves: int, wave: int, index: int) -> int:
@@ -102,6 +105,21 @@ class TimedClient(Client):
     def _dispatch(self, message: dict[str, Any]) -> None:
         message["_rx_ms"] = now_ms()
         super()._dispatch(message)
+
+
+AnyClient = TimedClient | WireClient
+
+
+@dataclass
+class Watch:
+    """What one viewer's pushed messages are checked against."""
+
+    client: AnyClient
+    index: int
+    track: dict[str, Any] | None
+    """The gap check's record (wave mode), else None."""
+    saw_open: bool = False
+    buying: asyncio.Task[None] | None = None
 
 
 class Samples:
@@ -199,31 +217,24 @@ class Viewers:
         self.plan = SpikePlan(**config.plan)
         self.bots = BotPlan(**config.bots)
         self.samples = Samples()
-        self.clients: list[Client] = []
-        self.by_index: dict[int, Client] = {}
+        self.clients: list[AnyClient] = []
+        self.by_index: dict[int, AnyClient] = {}
         self.stopping = asyncio.Event()
         self.pings = 0
         self.wave_tasks: set[asyncio.Task[None]] = set()
         self._resent_mark = 0
 
     # -- one viewer -----------------------------------------------------------------------------
-    async def _connect(self, index: int) -> TimedClient | None:
+    async def _connect(self, index: int) -> AnyClient | None:
         viewer = self.plan.viewer(index)
         token = mint(self.config.token_secret, viewer, 3600) if self.config.token_secret else None
         failures = 0
         for _ in range(CONNECT_TRIES * UNKNOWN_SHOW_TRIES):
-            client = TimedClient(
-                self.config.url,
-                self.plan.show,
-                token=token,
-                encoding=Encoding(self.config.encoding),
-                open_timeout_s=self.config.open_timeout_s,
-                headers=self.bots.headers(index),
-            )
+            client = self._client(token, index)
             t0 = time.perf_counter()
             try:
                 first = await client.connect()
-            except ClientClosed as exc:
+            except (ClientClosed, WireClosed) as exc:
                 await client.close()
                 if exc.code == 4004:  # unknown_show: the host is still creating it
                     await asyncio.sleep(0.5)
@@ -250,7 +261,17 @@ class Viewers:
         self.samples.errors["join:unknown_show"] += 1
         return None
 
-    async def _sync_clock(self, client: Client) -> None:
+    def _client(self, token: str | None, index: int) -> AnyClient:
+        """A viewer's connection: the lean one, or the project's client (``--client
+        product``, and always in wave mode, whose faults need its reconnect and resume)."""
+        config = self.config
+        kind = WireClient if config.client == "lean" and not config.waves else TimedClient
+        return kind(
+            config.url, self.plan.show, token=token, encoding=Encoding(config.encoding),
+            open_timeout_s=config.open_timeout_s, headers=self.bots.headers(index),
+        )  # fmt: skip
+
+    async def _sync_clock(self, client: AnyClient) -> None:
         sent = now_ms()
         with contextlib.suppress(Exception):
             pong = await client.ping()
@@ -281,40 +302,52 @@ class Viewers:
         if self.pings < CLOCK_PINGS:
             self.pings += 1
             await self._sync_clock(client)
-        waves = self.config.waves > 0
-        track = self.samples.tracks.get(plan.viewer(index))
-        saw_open = False
-        buying: asyncio.Task[None] | None = None
-        if not waves and client.snapshot is not None and self._drops_in(client.snapshot):
-            self.samples.saw_drop += 1
-            buying = asyncio.create_task(self._buy_all(client, index))
+        watch = Watch(client, index, self.samples.tracks.get(plan.viewer(index)))
+        if not self.config.waves and client.snapshot is not None \
+                and self._drops_in(client.snapshot):  # fmt: skip
+            self._start_buying(watch)
         try:
-            async for msg in client.messages():
-                kind = msg.get("type")
-                ts = msg.get("ts")
-                if isinstance(ts, int):
-                    latency = float(msg.get("_rx_ms") or now_ms()) + self._offset() - ts
-                    data = msg.get("data") or {}
-                    if kind == "drop_opened" and data.get("id") == plan.drop and not saw_open:
-                        saw_open = True  # a restock reopens it: the first opening is the drop
-                        self.samples.fanout_ms.append(latency)
-                    else:
-                        self.samples.push_ms.append(latency)
-                if track is not None:
-                    self._track(track, msg)
-                if waves:
-                    continue
-                is_open = kind == "drop_opened" and (msg.get("data") or {}).get("id") == plan.drop
-                if buying is None and (is_open or (kind == "snapshot" and self._drops_in(msg))):
-                    self.samples.saw_drop += 1
-                    buying = asyncio.create_task(self._buy_all(client, index))
+            if isinstance(client, WireClient):  # pushes come to a callback, no task wakes
+                client.on_push = lambda msg: self._pushed(watch, msg)
+                code = await client.closed()
+                if not self.stopping.is_set():
+                    self.samples.errors[f"closed:{code}"] += 1
+            else:
+                async for msg in client.messages():
+                    self._pushed(watch, msg)
         except ClientClosed as exc:
             if not self.stopping.is_set():
                 self.samples.errors[f"closed:{exc.code}"] += 1
         finally:
-            if buying is not None:
-                buying.cancel()
-                await asyncio.gather(buying, return_exceptions=True)
+            if watch.buying is not None:
+                watch.buying.cancel()
+                await asyncio.gather(watch.buying, return_exceptions=True)
+
+    def _pushed(self, watch: Watch, msg: dict[str, Any]) -> None:
+        """One pushed message of a viewer: latency samples, the gap check's track, and the
+        drop's opening, which starts the viewer's attempts (not in wave mode)."""
+        plan = self.plan
+        kind = msg.get("type")
+        ts = msg.get("ts")
+        if isinstance(ts, int):
+            latency = float(msg.get("_rx_ms") or now_ms()) + self._offset() - ts
+            data = msg.get("data") or {}
+            if kind == "drop_opened" and data.get("id") == plan.drop and not watch.saw_open:
+                watch.saw_open = True  # a restock reopens it: the first opening is the drop
+                self.samples.fanout_ms.append(latency)
+            else:
+                self.samples.push_ms.append(latency)
+        if watch.track is not None:
+            self._track(watch.track, msg)
+        if self.config.waves or watch.buying is not None:
+            return
+        is_open = kind == "drop_opened" and (msg.get("data") or {}).get("id") == plan.drop
+        if is_open or (kind == "snapshot" and self._drops_in(msg)):
+            self._start_buying(watch)
+
+    def _start_buying(self, watch: Watch) -> None:
+        self.samples.saw_drop += 1
+        watch.buying = asyncio.create_task(self._buy_all(watch.client, watch.index))
 
     def _track(self, track: dict[str, Any], msg: dict[str, Any]) -> None:
         """Wave mode: what the gap check needs of one pushed message."""
@@ -330,14 +363,14 @@ class Viewers:
     def _offset(self) -> float:
         return self.samples.clock_offset_ms
 
-    async def _buy_all(self, client: Client, index: int) -> None:
+    async def _buy_all(self, client: AnyClient, index: int) -> None:
         plan = self.plan
         try:
             await self._buy_some(client, index, plan.attempts_of(index), "b")
         finally:
             self.samples.buyers_done += 1
 
-    async def _buy_some(self, client: Client, index: int, n: int, prefix: str) -> None:
+    async def _buy_some(self, client: AnyClient, index: int, n: int, prefix: str) -> None:
         """``n`` attempts at random moments of the buy window, one after the other."""
         delays = sorted(random.uniform(0, self.plan.buy_window_s) for _ in range(n))
         begin = time.monotonic()
@@ -348,7 +381,7 @@ class Viewers:
                 return
             await self._buy(client, viewer, f"{prefix}{k}", index)
 
-    async def _buy_wave(self, client: Client, index: int, wave: int, start_ms: float) -> None:
+    async def _buy_wave(self, client: AnyClient, index: int, wave: int, start_ms: float) -> None:
         s = self.samples
         n = wave_attempts(self.plan, self.config.waves, wave, index)
         s.count("viewers_started")
@@ -358,7 +391,7 @@ class Viewers:
         finally:
             s.count("viewers_done")
 
-    async def _buy(self, client: Client, viewer: str, request_id: str, index: int = 0) -> None:
+    async def _buy(self, client: AnyClient, viewer: str, request_id: str, index: int = 0) -> None:
         outcome = await self._buy_once(client, viewer, request_id, index)
         self.samples.outcomes[outcome] += 1
         self.samples.count("attempts")
@@ -367,7 +400,7 @@ class Viewers:
             self.samples.bot_outcomes[outcome] += 1
 
     async def _send_until_available(
-        self, client: Client, viewer: str, request_id: str, index: int
+        self, client: AnyClient, viewer: str, request_id: str, index: int
     ) -> dict[str, Any]:
         """The attempt's reply. ``unavailable`` -- and in wave mode also no reply within the reply
         timeout (the connection may be down, its server gone) -- is answered by sending it again
@@ -377,10 +410,9 @@ class Viewers:
         pause, retried = RETRY_BACKOFF_S[0], False
         while True:
             try:
-                reply = await asyncio.wait_for(
-                    client.buy_now(self.plan.drop, 1, payment, request_id=request_id),
-                    self.config.reply_timeout_s,
-                )
+                message = {"type": "buy_now", "drop": self.plan.drop, "quantity": 1,
+                           "payment_reference": payment, "id": request_id}  # fmt: skip
+                reply = await client.request(message, within_s=self.config.reply_timeout_s)
             except TimeoutError:
                 if not self.config.waves or time.monotonic() + pause > give_up:
                     raise  # a plain spike reports a timeout as such
@@ -405,7 +437,7 @@ class Viewers:
             await asyncio.sleep(random.uniform(pause / 2, pause))
             pause = min(pause * 2, RETRY_BACKOFF_S[1])
 
-    async def _buy_once(self, client: Client, viewer: str, request_id: str, index: int) -> str:
+    async def _buy_once(self, client: AnyClient, viewer: str, request_id: str, index: int) -> str:
         """One attempt; returns its outcome label (ok, a refusal reason, timeout, ...)."""
         s = self.samples
         sent = now_ms()

@@ -87,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "LIVECOMMERCE_EDGE_REFUSALS=false to measure without edge refusals",
     )
     where.add_argument(
+        "--server-src",
+        type=Path,
+        metavar="DIR",
+        help="with --local: run the servers from this source tree (another checkout, e.g. "
+        "`git worktree add /tmp/before <rev>`) to measure it with this checkout's load tools",
+    )
+    where.add_argument(
         "--url", default=env("LC_URL", "http://127.0.0.1:8000"), help="server base URL [LC_URL]"
     )
     where.add_argument("--host-key", default=env("LC_HOST_KEY"), help="lch_... [LC_HOST_KEY]")
@@ -155,6 +162,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="viewer processes (0 = one per 2500 viewers, at least 1)",
     )
     spike.add_argument("--encoding", choices=("json", "msgpack"), default="json")
+    spike.add_argument(
+        "--client", choices=("lean", "product"), default="lean",
+        help="viewer connection: lean (loadtests/wire.py, cheap enough that the spike measures "
+        "the server) or the project's client (reconnects; --chaos always uses it)",
+    )  # fmt: skip
     spike.add_argument(
         "--reply-timeout", type=float, default=10.0, help="seconds a buy waits for its reply"
     )
@@ -235,6 +247,7 @@ def worker_config(
         start_ms=start_ms,
         encoding=args.encoding,
         reply_timeout_s=args.reply_timeout,
+        client=args.client,
         bots=bots.plan_of(args).as_dict(),
         **extra,
     )
@@ -480,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = LocalStack(
             stack_dir, workers=args.workers,
             env={**bots.stack_env(args, plan.limit), **chaos_env, **server_env},
+            src=args.server_src,
         ).start()  # fmt: skip
         args.host_key, args.token_secret = stack.host_key, stack.token_secret
         args.redis_url, args.key_prefix, url = stack.redis_url, stack.key_prefix, stack.url
@@ -542,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         "target": url,
         "local": bool(args.local),
         "server_workers": args.workers if args.local else None,
+        "server_src": str(args.server_src) if args.local and args.server_src else None,
+        "client": "product" if args.chaos else args.client,
         "processes": raw["processes"],
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         **report,

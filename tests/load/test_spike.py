@@ -63,12 +63,14 @@ def test_client_checks_catch_oversell_limit_and_duplicate_orders() -> None:
 
 # -- a real spike ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_small_local_spike_reports_and_audits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["lean", "product"])
+def test_small_local_spike_reports_and_audits(tmp_path: Path, client: str) -> None:
     out = tmp_path / "spike"
     cmd = [
         sys.executable, str(ROOT / "scripts" / "spike.py"), "--local", "--viewers", "300",
         "--stock", "40", "--limit", "2", "--attempts", "1000", "--ramp", "3",
         "--buy-window", "1", "--processes", "2", "--out", str(out), "--quiet",
+        "--client", client,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=100, cwd=ROOT)
     detail = f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
@@ -76,6 +78,7 @@ def test_small_local_spike_reports_and_audits(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
 
     assert report["ok"] and report["audit"]["ok"], detail
+    assert report["client"] == client
     assert report["viewers"]["joined"] == 300
     assert report["viewers"]["failed"] == 0
     assert report["fanout_ms"]["received"] == 300  # every viewer saw the drop
