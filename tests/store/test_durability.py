@@ -5,9 +5,11 @@ connections busy (WAITAOF only covers writes made on the connection it is sent o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from helpers.polling import eventually
 
 from livecommerce.core.config import load
 from livecommerce.core.model import DropSpec
@@ -102,5 +104,32 @@ async def test_a_caller_that_gives_up_leaves_the_others_of_its_round_waiting(
             assert callers[1].cancelled()
             assert await late is True
             assert await barrier.wait() is True  # a new round once the last one ended
+        finally:
+            await client.aclose()
+
+
+async def test_a_caller_arriving_while_a_round_is_out_starts_its_own(tmp_path: Path) -> None:
+    """Rounds overlap: the second caller's WAITAOF is at the server while the first one's is
+    still blocked there (on a busy loop, waiting for a round to come back costs a loop turn)."""
+    with EmbeddedValkey(tmp_path / "valkey", appendfsync="no") as server:
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            barrier = AofBarrier(client, "d:aofbarrier", timeout_ms=1500)
+            assert await barrier.detect() == "waitaof"
+
+            def blocked(n: int) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    clients = await client.client_list()
+                    return sum(1 for c in clients if c.get("cmd") == "waitaof") == n
+
+                return check
+
+            await client.set("d:order", "one")
+            first = asyncio.create_task(barrier.wait())
+            await eventually(blocked(1))
+            await client.set("d:order", "two")
+            second = asyncio.create_task(barrier.wait())
+            await eventually(blocked(2))  # both out at once
+            assert await first is False and await second is False  # nothing was fsynced
         finally:
             await client.aclose()
