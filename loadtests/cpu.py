@@ -20,6 +20,7 @@ Elsewhere than Linux both functions return empty results.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def snapshot() -> dict[int, Sample]:
     return out
 
 
+_FULFILLMENT = re.compile(r"livecommerce(?:\.ops\.cli_fulfillment)? (relay|sink)\b")
+
+
 def role_of(pid: int, sample: Sample, samples: dict[int, Sample], me: int) -> str:
     cmd = sample.cmdline
     parent = samples.get(sample.ppid)
@@ -65,10 +69,9 @@ def role_of(pid: int, sample: Sample, samples: dict[int, Sample], me: int) -> st
         return "valkey"
     if "livecommerce serve" in cmd or (parent and "livecommerce serve" in parent.cmdline):
         return "gateway"
-    if "cli_fulfillment relay" in cmd:
-        return "relay"
-    if "cli_fulfillment sink" in cmd:
-        return "sink"
+    fulfillment = _FULFILLMENT.search(cmd)  # `livecommerce relay` or the module's own name
+    if fulfillment is not None:
+        return fulfillment.group(1)
     if sample.ppid == me:
         return "viewers"
     return "other"

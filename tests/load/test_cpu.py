@@ -19,7 +19,7 @@ def machine(cpu: dict[int, float]) -> dict[int, Sample]:
         103: (101, WORKER),
         104: (ME, "valkey-server 127.0.0.1:7000"),
         105: (ME, "python -m livecommerce.ops.cli_fulfillment relay"),
-        106: (ME, "python -m livecommerce.ops.cli_fulfillment sink --port 9000"),
+        106: (ME, "python -m livecommerce sink --port 9000"),  # how the local stack starts it
         107: (ME, WORKER),  # a viewer process of the fleet
         108: (1, "postgres: checkpointer"),
     }
