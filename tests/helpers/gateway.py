@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 
@@ -17,6 +18,8 @@ from livecommerce.core.model import DropSpec
 from livecommerce.ops.app import create_app
 from livecommerce.realtime.gateway import Gateway
 from livecommerce.realtime.wsprotocol import WS_PROTOCOL
+from livecommerce.store.audit import audit
+from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -108,3 +111,15 @@ def drop(ident: str = "d1", **kw: Any) -> DropSpec:
     }  # fmt: skip
     spec.update(kw)
     return DropSpec(**spec)
+
+
+@contextlib.asynccontextmanager
+async def live_show(redis: aioredis.Redis, keyspace: Keyspace) -> AsyncIterator[Inventory]:
+    """Show ``s1`` of host ``h1``, live, for the block; the audit must pass at its end."""
+    inventory = Inventory(redis, keyspace, settings())
+    await inventory.load()
+    await inventory.create_show("s1", title="Show one", host="h1")
+    await inventory.start_show("s1")
+    yield inventory
+    report = await audit(redis, keyspace)
+    assert report.ok, report.summary()

@@ -11,11 +11,10 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from helpers.gateway import SECRET, Running, drop, serve, settings
+from helpers.gateway import SECRET, Running, drop, live_show, serve, settings
 
 from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
-from livecommerce.store.audit import audit
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 from loadtests.wire import (
@@ -114,13 +113,8 @@ async def test_a_close_frame_is_answered_and_reported_with_its_code() -> None:
 # -- against a real gateway -----------------------------------------------------------------------
 @pytest.fixture
 async def inv(redis: aioredis.Redis, keyspace: Keyspace) -> AsyncIterator[Inventory]:
-    inventory = Inventory(redis, keyspace, settings())
-    await inventory.load()
-    await inventory.create_show("s1", title="Show one", host="h1")
-    await inventory.start_show("s1")
-    yield inventory
-    report = await audit(redis, keyspace)
-    assert report.ok, report.summary()
+    async with live_show(redis, keyspace) as inventory:
+        yield inventory
 
 
 @pytest.fixture

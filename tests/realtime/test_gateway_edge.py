@@ -13,27 +13,21 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from helpers.gateway import SECRET, Running, drop, serve, settings
+from helpers.gateway import SECRET, Running, drop, live_show, serve, settings
 from helpers.polling import eventually
 from helpers.raw_ws import TEXT, RawSocket, client_frame
 from websockets.asyncio.client import ClientConnection, connect
 
 from livecommerce.realtime.client import Client
 from livecommerce.realtime.tokens import mint
-from livecommerce.store.audit import audit
 from livecommerce.store.inventory import Inventory
 from livecommerce.store.keys import Keyspace
 
 
 @pytest.fixture
 async def inv(redis: aioredis.Redis, keyspace: Keyspace) -> AsyncIterator[Inventory]:
-    inventory = Inventory(redis, keyspace, settings())
-    await inventory.load()
-    await inventory.create_show("s1", title="Show one", host="h1")
-    await inventory.start_show("s1")
-    yield inventory
-    report = await audit(redis, keyspace)
-    assert report.ok, report.summary()
+    async with live_show(redis, keyspace) as inventory:
+        yield inventory
 
 
 @pytest.fixture
