@@ -97,8 +97,12 @@ class Join:
     last_event_id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Command:
+    """One store command of a viewer. Built for every buy attempt, so not frozen: a frozen
+    dataclass sets each field through ``object.__setattr__`` (1.1 µs here against 0.5 µs),
+    2 % of an edge refusal. Nothing changes a command once made."""
+
     op: Op
     request_id: str
     viewer: str
