@@ -59,7 +59,11 @@ class DropKind(StrEnum):
     OFFER = "offer"
 
 
-@dataclass(frozen=True)
+# Hold, Order and Outcome are built for every store reply (an Outcome two or three times per
+# sale), so they are plain dataclasses: a frozen one sets each field through
+# object.__setattr__, about twice the cost. Nothing changes them once made (so Hold and Order
+# stay hashable values: unsafe_hash); copies are made with dataclasses.replace or anew.
+@dataclass(unsafe_hash=True)
 class Hold:
     id: str
     drop: str
@@ -84,7 +88,7 @@ class Hold:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class Order:
     id: str
     stream_id: str
@@ -123,7 +127,7 @@ class Order:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outcome:
     """The result of reserve / buy_now / confirm / cancel."""
 
