@@ -100,8 +100,9 @@ class Join:
 @dataclass(slots=True)
 class Command:
     """One store command of a viewer. Built for every buy attempt, so not frozen: a frozen
-    dataclass sets each field through ``object.__setattr__`` (1.1 µs here against 0.5 µs),
-    2 % of an edge refusal. Nothing changes a command once made."""
+    dataclass sets each field through ``object.__setattr__`` (1.1 µs to build here against
+    0.5 µs; not frozen, an edge refusal takes 0.933 of the instructions). Nothing changes a
+    command once made."""
 
     op: Op
     request_id: str

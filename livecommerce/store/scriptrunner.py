@@ -23,7 +23,8 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 try:  # redis-py's hiredis parser and its "no complete reply yet" marker (see _take_parsed)
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -234,8 +235,10 @@ def _take_parsed(conn: Any, replies: list[Any], count: int) -> bool:
     ``read_response`` wraps every reply in a timeout context -- a timer scheduled and cancelled
     -- also when the reply is already in the buffer, where there is nothing to wait for: that
     was 6.5 % of a gateway's time in a burst. Replies are taken as ``read_response`` would give
-    them (an error reply as its exception; a ConnectionError raised). Another parser (no
-    hiredis, a push message in between) leaves everything to ``read_response``."""
+    them (an error reply as its exception; a connection error raised). Without redis-py's
+    hiredis parser everything goes through ``read_response``; a push message among the replies
+    (never seen on these connections, which subscribe to nothing) fails the attempt as a
+    broken connection would."""
     parser = getattr(conn, "_parser", None)
     if _HiredisParser is None or not isinstance(parser, _HiredisParser):
         return False
@@ -249,20 +252,19 @@ def _take_parsed(conn: Any, replies: list[Any], count: int) -> bool:
         if reply is _NOT_ENOUGH_DATA:
             break
         if push_type is not None and isinstance(reply, push_type):
-            # Not expected on these connections; do what read_response does, the long way.
             raise _PushInBatch()
-        if isinstance(reply, ConnectionError):
+        if isinstance(reply, RedisConnectionError):
             raise reply
-        if isinstance(reply, list) and reply and isinstance(reply[0], ConnectionError):
+        if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
             raise reply[0]
         replies.append(reply)
         took = True
     return took
 
 
-class _PushInBatch(ConnectionError):
-    """A push message among a batch's replies: the connection is dropped and the batch retried
-    (redis-py's retry policy), which never happens on connections that subscribe to nothing."""
+class _PushInBatch(RedisConnectionError):
+    """A push message among a batch's replies: handled as a broken connection (disconnected,
+    then redis-py's retry policy)."""
 
 
 def _translate(exc: BaseException) -> BaseException:
