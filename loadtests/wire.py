@@ -202,8 +202,9 @@ class WireClient:
         self.encoding = encoding
         self.open_timeout_s = open_timeout_s
         self.headers = dict(headers or {})
-        self.on_push: Callable[[dict[str, Any]], None] | None = None
-        """Called with every pushed message (not command replies), in order, as it is read."""
+        self._on_push: Callable[[dict[str, Any]], None] | None = None
+        self._early: list[dict[str, Any]] = []
+        """Pushes read before :attr:`on_push` was set (given to it then, in order)."""
         self.snapshot: dict[str, Any] | None = None
         self.connections = 0
         self.resent = 0
@@ -216,6 +217,20 @@ class WireClient:
         self._first: asyncio.Future[dict[str, Any]] | None = None
         self._closed: asyncio.Future[int | None] | None = None
         self._binary = encoding.binary
+
+    @property
+    def on_push(self) -> Callable[[dict[str, Any]], None] | None:
+        """Called with every pushed message (not command replies), in order, as it is read;
+        those read before it is set are handed to it when it is."""
+        return self._on_push
+
+    @on_push.setter
+    def on_push(self, handler: Callable[[dict[str, Any]], None] | None) -> None:
+        self._on_push = handler
+        early, self._early = self._early, []
+        if handler is not None:
+            for message in early:
+                handler(message)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
@@ -342,8 +357,10 @@ class WireClient:
             if kind in ("snapshot", "resumed"):
                 first.set_result(message)
             return  # anything before the join's answer (an error before a close) is dropped
-        if self.on_push is not None:
-            self.on_push(message)
+        if self._on_push is not None:
+            self._on_push(message)
+        else:
+            self._early.append(message)
 
     def _ended(self, code: int | None, reason: str, *, mine: bool = False) -> None:
         closed = self._closed

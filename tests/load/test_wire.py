@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from helpers.gateway import SECRET, Running, drop, live_show, serve, settings
+from helpers.polling import eventually
 
 from livecommerce.realtime.codec import Encoding
 from livecommerce.realtime.tokens import mint
@@ -208,3 +209,22 @@ def test_client_frames_use_a_fresh_mask_each_time() -> None:
     a, b = client_frame(OP_TEXT, payload), client_frame(OP_TEXT, payload)
     assert a[2:6] != b[2:6]  # 4 random bytes: equal once in 2**32
     assert unmask(a) == unmask(b) == (OP_TEXT, payload)
+
+
+async def test_pushes_read_before_the_handler_is_set_are_given_to_it_in_order(
+    gw: Running, inv: Inventory
+) -> None:
+    client = viewer(gw, "frank")
+    await client.connect()
+    await inv.create_drop("s1", drop("d1", quantity=1))
+    await inv.close("s1", "d1")
+
+    async def both_read() -> bool:  # both events read, nobody to give them to yet
+        return sum(m["type"] in ("drop_opened", "drop_closed") for m in client._early) == 2
+
+    await eventually(both_read)
+    seen: list[dict[str, Any]] = []
+    client.on_push = seen.append
+    kinds = [m["type"] for m in seen if m["type"] in ("drop_opened", "drop_closed")]
+    assert kinds == ["drop_opened", "drop_closed"]
+    await client.close()
