@@ -158,6 +158,7 @@ class _Protocol(asyncio.Protocol):
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
             reason = payload[2:].decode("utf-8", "replace")
             self.write(client_frame(OP_CLOSE, payload[:2]))
+            self.buffer.clear()  # nothing after a close frame is read (RFC 6455 5.5.1)
             self.owner._ended(code, reason)
             if self.transport is not None:
                 self.transport.close()

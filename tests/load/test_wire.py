@@ -106,8 +106,11 @@ async def test_a_close_frame_is_answered_and_reported_with_its_code() -> None:
     owner, transport = Recorder(), Transport()
     proto = _Protocol(owner)  # type: ignore[arg-type]
     proto.connection_made(transport)  # type: ignore[arg-type]
-    proto.data_received(b"HTTP/1.1 101 OK\r\n\r\n" + server_frame(OP_CLOSE, b"\x0f\xa8slow"))
-    assert owner.ended == [(4008, "slow")]
+    after = server_frame(OP_TEXT, b'{"type":"stock"}')  # past the close: never read
+    proto.data_received(
+        b"HTTP/1.1 101 OK\r\n\r\n" + server_frame(OP_CLOSE, b"\x0f\xa8slow") + after
+    )
+    assert owner.ended == [(4008, "slow")] and owner.messages == []
     assert unmask(transport.written[0]) == (OP_CLOSE, b"\x0f\xa8") and transport.closed
 
 
@@ -171,7 +174,7 @@ async def test_the_server_closing_ends_waiting_commands_and_reports_the_code(
     waiting = asyncio.create_task(
         client.request({"type": "react", "reaction": "heart", "count": 1}, within_s=30)
     )
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the task sends the command and waits for its reply
     gw.server.should_exit = True  # uvicorn closes its websockets on shutdown
     code = await asyncio.wait_for(client.closed(), 10)
     assert client.close_codes == [code]
