@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from livecommerce.store.keys import Keyspace
 
@@ -131,12 +131,16 @@ class RedisBroker:
             except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
                 # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
                 log.warning("pub/sub connection lost: %s", exc)
-                self._lost()
-                with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await self._pubsub.aclose()
+                # The new PubSub first: a recovery that subscribes while the old one closes
+                # must not reconnect the old one (redis-py 8.2 closes it in a task of its own,
+                # which then takes the connection away from under that subscribe).
+                broken = self._pubsub
                 assert self._client is not None
                 self._pubsub = self._client.pubsub(push_handler_func=_as_is)
                 self._subscribed.clear()
+                self._lost()
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await broken.aclose()
                 continue
             self._received(reply)
 
