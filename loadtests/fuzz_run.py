@@ -54,7 +54,10 @@ class Watcher:
                 data = self.ws.recv()
                 if not data:
                     break
-                self.messages.put(json.loads(data))
+                message = json.loads(data)
+                # A batch's messages, in order, each as if it had come alone (docs/protocol.md).
+                for item in message["messages"] if message.get("type") == "batch" else [message]:
+                    self.messages.put(item)
         except (websocket.WebSocketException, OSError):
             pass
         self.messages.put(None)  # closed

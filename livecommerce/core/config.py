@@ -191,6 +191,8 @@ class GatewaySettings:
     """LIVECOMMERCE_SEND_BUFFER: bytes not yet sent to a viewer before it is a slow consumer."""
     stock_interval_s: float = 0.25
     """LIVECOMMERCE_STOCK_INTERVAL: minimum seconds between stock-level pushes per drop."""
+    stock_budget: float = 0.1
+    """LIVECOMMERCE_STOCK_BUDGET: largest share of a gateway's time a show's stock pushes take."""
     chat_interval_s: float = 0.25
     """LIVECOMMERCE_CHAT_INTERVAL: min seconds between chat batches (chat, reactions) per show."""
     edge_refusals: bool = True
@@ -348,6 +350,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         send_queue=env.integer("SEND_QUEUE", 256, minimum=4, maximum=1_000_000),
         send_buffer_bytes=env.integer("SEND_BUFFER", 262_144, minimum=1024, maximum=1 << 30),
         stock_interval_s=env.number("STOCK_INTERVAL", 0.25, minimum=0.0, maximum=60),
+        stock_budget=env.number("STOCK_BUDGET", 0.1, minimum=0.01, maximum=1.0),
         chat_interval_s=env.number("CHAT_INTERVAL", 0.25, minimum=0.0, maximum=10),
         edge_refusals=env.flag("EDGE_REFUSALS", True),
         line_in_flight=env.integer("LINE_IN_FLIGHT", 0, minimum=0, maximum=1_000_000),

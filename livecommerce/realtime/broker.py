@@ -13,6 +13,11 @@ Messages are read straight off the subscribed connection (``read_response`` with
 an idle show sends nothing for minutes), not through ``PubSub.get_message``, which wraps every
 message in a retry policy, a one-second timeout and a dict: in a burst every sale is one
 message to every gateway process, and that path cost several times the message's own work.
+
+What one read brought is handed over in one call (``on_messages``): the message waited for and
+every later one the parser already holds. The messages one store step publishes (a last sale's
+``sold_out``, ``drop_closed`` and stock level) so reach the hub together, and it sends them to
+each viewer as one frame.
 """
 
 from __future__ import annotations
@@ -28,19 +33,28 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livecommerce.store.keys import Keyspace
 
+try:  # redis-py's hiredis parser and its "no complete reply yet" marker (see _parsed)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
+except ImportError:  # pragma: no cover - another redis-py: every reply through read_response
+    _NOT_ENOUGH_DATA = object()
+    _HiredisParser = None  # type: ignore[assignment, misc]
+
 log = logging.getLogger("livecommerce.hub")
 
-OnMessage = Callable[[str, bytes], None]
+OnMessages = Callable[[list[tuple[str, bytes]]], None]
+"""Receives (show, raw message) pairs, in the order they were published."""
 
 
 class Broker(Protocol):
     """Carries a show's live messages between gateway processes."""
 
-    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None: ...
+    async def start(self, on_messages: OnMessages, on_lost: Callable[[], None]) -> None: ...
     async def subscribe(self, show: str) -> None:
         """Returns once messages published from now on will be delivered."""
 
@@ -53,10 +67,10 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self.shows: set[str] = set()
-        self._on_message: OnMessage | None = None
+        self._on_messages: OnMessages | None = None
 
-    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
-        self._on_message = on_message
+    async def start(self, on_messages: OnMessages, on_lost: Callable[[], None]) -> None:
+        self._on_messages = on_messages
 
     async def subscribe(self, show: str) -> None:
         self.shows.add(show)
@@ -67,9 +81,33 @@ class MemoryBroker:
     async def stop(self) -> None:
         self.shows.clear()
 
-    def publish(self, show: str, message: dict[str, Any]) -> None:
-        if show in self.shows and self._on_message is not None:
-            self._on_message(show, orjson.dumps(message))
+    def publish(self, show: str, *messages: dict[str, Any]) -> None:
+        """Deliver ``messages`` as one read of the Redis broker would: together."""
+        if show in self.shows and self._on_messages is not None:
+            self._on_messages([(show, orjson.dumps(m)) for m in messages])
+
+
+_NOTHING: Any = object()
+
+
+def _parsed(conn: Any) -> Any:
+    """The next reply hiredis has already parsed from ``conn``'s buffer, or ``_NOTHING`` (none
+    yet, or another parser: then every reply comes through ``read_response``). Errors are
+    raised as ``read_response`` would raise them."""
+    parser = getattr(conn, "_parser", None)
+    if _HiredisParser is None or not isinstance(parser, _HiredisParser):
+        return _NOTHING
+    reader = parser._reader
+    if reader is None or not parser._connected:  # read_response would raise: let it
+        return _NOTHING
+    reply = reader.gets()
+    if reply is _NOT_ENOUGH_DATA:
+        return _NOTHING
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
+        raise reply[0]
+    return reply
 
 
 async def _as_is(reply: Any) -> Any:
@@ -90,11 +128,11 @@ class RedisBroker:
         self._confirm: dict[str, asyncio.Future[None]] = {}
         self._channels: dict[str, str] = {}
         self._subscribed = asyncio.Event()
-        self._on_message: OnMessage | None = None
+        self._on_messages: OnMessages | None = None
         self._on_lost: Callable[[], None] | None = None
 
-    async def start(self, on_message: OnMessage, on_lost: Callable[[], None]) -> None:
-        self._on_message = on_message
+    async def start(self, on_messages: OnMessages, on_lost: Callable[[], None]) -> None:
+        self._on_messages = on_messages
         self._on_lost = on_lost
         self._client = aioredis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
         self._pubsub = self._client.pubsub(push_handler_func=_as_is)
@@ -128,6 +166,9 @@ class RedisBroker:
                 if connection is None:
                     raise ConnectionError("pub/sub connection closed")
                 reply = await connection.read_response(timeout=math.inf, push_request=True)
+                replies = [reply]
+                while (more := _parsed(connection)) is not _NOTHING:
+                    replies.append(more)
             except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
                 # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.
                 log.warning("pub/sub connection lost: %s", exc)
@@ -142,10 +183,15 @@ class RedisBroker:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
                     await broken.aclose()
                 continue
-            self._received(reply)
+            messages: list[tuple[str, bytes]] = []
+            for reply in replies:
+                self._received(reply, messages)
+            if messages and self._on_messages is not None:
+                self._on_messages(messages)
 
-    def _received(self, reply: Any) -> None:
-        """One reply of the subscribed connection: ``[kind, channel, data or count]``."""
+    def _received(self, reply: Any, messages: list[tuple[str, bytes]]) -> None:
+        """One reply of the subscribed connection: ``[kind, channel, data or count]``; a
+        message of a show followed here is added to ``messages``."""
         if not isinstance(reply, list) or len(reply) != 3:
             return  # a pong, or nothing this broker asked for
         kind, channel = reply[0], reply[1]
@@ -153,8 +199,8 @@ class RedisBroker:
             channel = channel.decode()
         if kind == b"message":
             show = self._channels.get(channel)
-            if show is not None and self._on_message is not None:
-                self._on_message(show, reply[2])
+            if show is not None:
+                messages.append((show, reply[2]))
         elif kind == b"subscribe":
             waiter = self._confirm.pop(channel, None)
             if waiter is not None and not waiter.done():

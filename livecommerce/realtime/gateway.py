@@ -101,6 +101,7 @@ class Gateway:
             broker or RedisBroker(services.redis_url, services.keys),
             self.metrics,
             stock_interval_s=self.settings.stock_interval_s,
+            stock_budget=self.settings.stock_budget,
             batch_interval_s=self.settings.chat_interval_s,
         )
         self.hub.on_lost = self._on_lost

@@ -8,6 +8,11 @@ text is
   the one Redis published, never re-encoded.
 - Stock levels are coalesced per show: at most one push per ``stock_interval_s`` carrying the
   latest level of every drop that changed, so the last push is always the true final value.
+  The interval stretches with the cost of the show's fan-out here: the next push waits at least
+  ``1 / stock_budget`` times as long as the last fan-out to the show's viewers took, so stock
+  pushes take at most that share of the process (a big audience on a busy process gets fewer).
+- What the broker read together (the messages of one store step: a last sale's ``sold_out``,
+  ``drop_closed`` and stock level) goes to each viewer as one frame (:meth:`Hub.receive`).
 - Every viewer has an :class:`Outbox`: frames are written at once when the socket keeps up; a
   viewer whose queue or unsent bytes overflow is closed with 4008 (slow consumer) instead of
   slowing anyone else.
@@ -27,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from livecommerce.realtime.batch import Batch, batch_of
+from livecommerce.realtime.batch import batch_of
 from livecommerce.realtime.broker import Broker
 from livecommerce.realtime.codec import Frame
 from livecommerce.realtime.metrics import GatewayMetrics
@@ -56,14 +61,20 @@ class Topic:
         """Deferred pushes (chat, reactions) waiting for the next batch."""
         self.batch_timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self.last_batch = 0.0
+        self.fanout_s = 0.0
+        """How long the latest fan-out to this show's viewers here took (stock pushes' budget)."""
 
 
 class Hub:
     def __init__(self, broker: Broker, metrics: GatewayMetrics, *, stock_interval_s: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 batch_interval_s: float = 0.0) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, batch_interval_s: float = 0.0,
+                 stock_budget: float = 1.0) -> None:  # fmt: skip
         self.broker = broker
         self.batch_interval_s = batch_interval_s
+        self.stock_budget = stock_budget
+        """Largest share of this process's time a show's stock pushes may take (0 < x <= 1)."""
+        self._run: dict[Topic, list[Frame]] | None = None
+        """While :meth:`receive` dispatches: the frames each show's viewers get at its end."""
         self.deferred: set[str] = set()
         """Message types sent in batches (:meth:`defer`) rather than one frame each."""
         self.metrics = metrics
@@ -81,7 +92,7 @@ class Hub:
         """Called with (show, data) for each waiting-line progress message (not fanned out)."""
 
     async def start(self) -> None:
-        await self.broker.start(self.dispatch, self._lost)
+        await self.broker.start(self.receive, self._lost)
 
     async def stop(self) -> None:
         for topic in self.topics.values():
@@ -157,8 +168,42 @@ class Hub:
         return {show: len(t.outboxes) for show, t in self.topics.items()}
 
     # -- incoming -----------------------------------------------------------------------------
+    def receive(self, messages: list[tuple[str, bytes]]) -> None:
+        """Messages the broker read together (called by its listener; never awaits): each one
+        dispatched, then what they give a show's viewers sent to each of them as one frame."""
+        run: dict[Topic, list[Frame]] = {}
+        self._run = run
+        try:
+            for show, raw in messages:
+                self.dispatch(show, raw)
+        finally:
+            self._run = None
+        for topic, frames in run.items():
+            if self.topics.get(topic.show) is topic:
+                self._send_run(topic, frames)
+
+    def _send_run(self, topic: Topic, frames: list[Frame]) -> None:
+        events = sum(1 for f in frames if f.event_id is not None)
+        if events and topic.pending:  # a durable event takes the waiting pushes along
+            if topic.batch_timer is not None:
+                topic.batch_timer.cancel()
+                topic.batch_timer = None
+            frames, topic.pending = [*topic.pending, *frames], []
+            topic.last_batch = self.clock()
+        frame = batch_of(frames)
+        if frame is not None:
+            self.broadcast(topic, frame, events=events)
+
+    def _emit(self, topic: Topic, frame: Frame) -> None:
+        """Send ``frame`` to the show's viewers: at the end of the broker's read when one is
+        being dispatched (with what else it brought), else at once."""
+        if self._run is not None:
+            self._run.setdefault(topic, []).append(frame)
+        else:
+            self._send_run(topic, [frame])
+
     def dispatch(self, show: str, raw: bytes) -> None:
-        """One message from the broker (called by the broker's listener; never awaits)."""
+        """One message from the broker (never awaits)."""
         topic = self.topics.get(show)
         if topic is None:
             return
@@ -201,14 +246,7 @@ class Hub:
         if kind in self.deferred:
             self.defer(topic, frame)
             return
-        if topic.pending:  # a durable event takes the waiting pushes along, in one frame
-            if topic.batch_timer is not None:
-                topic.batch_timer.cancel()
-                topic.batch_timer = None
-            frames, topic.pending = [*topic.pending, frame], []
-            topic.last_batch = self.clock()
-            frame = Batch(frames)
-        self.broadcast(topic, frame, event=True)
+        self._emit(topic, frame)
 
     # -- batches ------------------------------------------------------------------------------
     def defer(self, topic: Topic, frame: Frame) -> None:
@@ -236,14 +274,16 @@ class Hub:
             self.metrics.batched.inc(len(frames))
             self.broadcast(topic, frame)
 
-    def broadcast(self, topic: Topic, frame: Frame, *, event: bool = False) -> None:
+    def broadcast(self, topic: Topic, frame: Frame, *, events: int = 0) -> None:
+        """``frame`` to every viewer of the show here; ``events``: durable events in it."""
         started = time.perf_counter()
         outboxes = topic.outboxes
         for outbox in tuple(outboxes):
             outbox.push_live(frame)
-        if event:
-            self.metrics.events.inc()
-            self.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        topic.fanout_s = took = time.perf_counter() - started
+        if events:
+            self.metrics.events.inc(events)
+            self.metrics.fanout_seconds.observe(took)
         self.metrics.frames.inc(len(outboxes))
 
     def _stock(self, topic: Topic, data: dict[str, Any], ts: int) -> None:
@@ -258,12 +298,17 @@ class Hub:
         topic.dirty.add(drop)
         if topic.flush_timer is not None:
             return
-        wait = topic.last_flush + self.stock_interval_s - self.clock()
+        wait = topic.last_flush + self.stock_gap(topic) - self.clock()
         if wait <= 0:
             self._flush(topic)
         else:
             loop = asyncio.get_running_loop()
             topic.flush_timer = loop.call_later(wait, self._flush, topic)
+
+    def stock_gap(self, topic: Topic) -> float:
+        """Seconds from one stock push of the show to the next: ``stock_interval_s``, or longer
+        when a fan-out to its viewers here takes more than ``stock_budget`` of that."""
+        return max(self.stock_interval_s, topic.fanout_s / self.stock_budget)
 
     def _flush(self, topic: Topic) -> None:
         topic.flush_timer = None
@@ -271,11 +316,15 @@ class Hub:
         if self.topics.get(topic.show) is not topic:
             return
         dirty, topic.dirty = topic.dirty, set()
-        for drop in sorted(dirty):
-            level = topic.latest.get(drop)
-            if level is not None:
-                ts = topic.stock_ts.get(drop, 0)
-                self.broadcast(topic, Frame({"type": "stock", "ts": ts, "data": level}))
+        frames = [
+            Frame({"type": "stock", "ts": topic.stock_ts.get(drop, 0), "data": level})
+            for drop in sorted(dirty)
+            if (level := topic.latest.get(drop)) is not None
+        ]
+        if self._run is not None:  # with what else the broker's read brought
+            self._run.setdefault(topic, []).extend(frames)
+        elif frames:
+            self._send_run(topic, frames)
 
     def set_viewers(self, show: str, count: int, ts: int) -> None:
         topic = self.topics.get(show)

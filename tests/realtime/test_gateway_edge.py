@@ -165,14 +165,20 @@ def buy(rid: str) -> str:
     return orjson.dumps(msg).decode()
 
 
+async def received(ws: ClientConnection) -> list[dict[str, Any]]:
+    """The messages of the next frame (a batch's, in order, as docs/protocol.md says)."""
+    msg = orjson.loads(await ws.recv())
+    return list(msg["messages"]) if msg["type"] == "batch" else [msg]
+
+
 async def frames_until(ws: ClientConnection, want: set[str]) -> list[dict[str, Any]]:
-    """Every frame, in order, until results for all of ``want`` arrived."""
+    """Every message, in order, until results for all of ``want`` arrived."""
     seen = []
     while want:
-        msg = orjson.loads(await ws.recv())
-        seen.append(msg)
-        if msg["type"] == "result":
-            want.discard(msg["id"])
+        for msg in await received(ws):
+            seen.append(msg)
+            if msg["type"] == "result":
+                want.discard(msg["id"])
     return seen
 
 
@@ -229,11 +235,11 @@ async def test_restock_landing_while_attempts_arrive(
 
 
 async def frames_until_event(ws: ClientConnection, kind: str) -> list[dict[str, Any]]:
-    seen = []
+    seen: list[dict[str, Any]] = []
     while True:
-        msg = orjson.loads(await ws.recv())
-        seen.append(msg)
-        if msg["type"] == kind:
+        messages = await received(ws)
+        seen += messages
+        if any(msg["type"] == kind for msg in messages):
             return seen
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -87,6 +88,75 @@ async def test_slow_consumer_overflow_does_not_touch_others() -> None:
     for n in range(5):
         broker.publish("s1", {"id": f"{n}-1", "type": "restocked", "ts": n, "data": {}})
     assert over == [slow_box] and slow_box.closed and len(fast.sent) == 5
+    await hub.stop()
+
+
+async def test_messages_read_together_reach_each_viewer_as_one_frame() -> None:
+    """A last sale publishes sold_out, drop_closed and the stock level in one store step: the
+    broker reads them together and every viewer gets them in one frame, in order."""
+    hub, broker, _ = await make()
+    a, b, over = Sink(), Sink(), []
+    await hub.join("s1", outbox(a, over))
+    await hub.join("s1", outbox(b, over))
+    level = {"id": "d1", "remaining": 0, "held": 0, "sold": 10}
+    broker.publish(
+        "s1",
+        {"id": "5-0", "type": "sold_out", "ts": 5, "data": level},
+        {"id": "5-1", "type": "drop_closed", "ts": 5, "data": {**level, "state": "closed"}},
+        {"type": "stock", "ts": 5, "data": {"drop": "d1", "remaining": 0, "held": 0, "sold": 10}},
+    )
+    for sink in (a, b):
+        assert len(sink.sent) == 1
+        frame = orjson.loads(sink.sent[0]["text"])
+        assert frame["type"] == "batch"
+        assert [m["type"] for m in frame["messages"]] == ["sold_out", "drop_closed", "stock"]
+    assert hub.metrics.events._value.get() == 2  # two durable events, in one frame
+    broker.publish("s1", {"id": "6-0", "type": "restocked", "ts": 6, "data": {}})
+    assert orjson.loads(a.sent[-1]["text"])["type"] == "restocked"  # alone: no batch
+    await hub.stop()
+
+
+class SlowSink(Sink):
+    """A viewer whose every write takes ``delay`` seconds of the process (a loaded socket)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        time.sleep(self.delay)  # noqa: ASYNC251 - on purpose: the write holds the process
+        self.sent.append(message)
+
+
+async def test_stock_pushes_stretch_to_keep_their_fanout_within_the_budget() -> None:
+    """stock_interval 0 (every level at once) and a budget of 10 %: after a fan-out that took
+    20 ms the next stock push waits at least 200 ms; with quick viewers it goes at once."""
+    await stock_gap_case(delay=0.02, held_back=True)
+    await stock_gap_case(delay=0.0, held_back=False)
+
+
+async def stock_gap_case(*, delay: float, held_back: bool) -> None:
+    now = [100.0]
+    broker = MemoryBroker()
+    hub = Hub(broker, GatewayMetrics(CollectorRegistry()), stock_interval_s=0.0,
+              stock_budget=0.1, clock=lambda: now[0])  # fmt: skip
+    await hub.start()
+    sink, over = SlowSink(delay), []
+    await hub.join("s1", outbox(sink, over))
+    stock = {"type": "stock", "ts": 1, "data": {"drop": "d1", "remaining": 9}}
+    broker.publish("s1", stock)
+    assert len(sink.sent) == 1
+    topic = hub.topics["s1"]
+    assert (hub.stock_gap(topic) >= 0.2) is held_back
+    now[0] += 0.01
+    broker.publish("s1", {**stock, "data": {"drop": "d1", "remaining": 8}})
+    assert (len(sink.sent) == 1) is held_back
+    assert (topic.flush_timer is not None) is held_back
+    if topic.flush_timer is not None:  # the timer sends the latest level once the gap is over
+        topic.flush_timer.cancel()
+        now[0] += hub.stock_gap(topic)
+        hub._flush(topic)
+        assert len(sink.sent) == 2 and '"remaining":8' in sink.sent[-1]["text"]
     await hub.stop()
 
 
