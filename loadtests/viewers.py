@@ -131,6 +131,8 @@ class Samples:
         """drop_opened: server ``ts`` -> arrival, one per viewer that saw it."""
         self.push_ms: list[float] = []
         """Every other durable event and ``stock`` push: server ``ts`` -> arrival."""
+        self.burst_pushes: Counter[str] = Counter()
+        """Pushes by type viewers received after they saw the drop open (a batch's one by one)."""
         self.buy_ms: list[float] = []
         self.sent_at: list[float] = []
         self.answered_at: list[float] = []
@@ -204,6 +206,7 @@ class Samples:
             "orders": self.orders,
             "connected": self.connected,
             "close_codes": dict(self.close_codes),
+            "burst_pushes": dict(self.burst_pushes),
             "clock_offset_ms": self.clock_offset_ms,
             "best_rtt_ms": self.best_rtt_ms if self.best_rtt_ms != float("inf") else None,
             "waves": {str(k): dict(v) for k, v in self.waves.items()},
@@ -328,6 +331,8 @@ class Viewers:
         drop's opening, which starts the viewer's attempts (not in wave mode)."""
         plan = self.plan
         kind = msg.get("type")
+        if watch.saw_open:
+            self.samples.burst_pushes[str(kind)] += 1
         ts = msg.get("ts")
         if isinstance(ts, int):
             latency = float(msg.get("_rx_ms") or now_ms()) + self._offset() - ts

@@ -428,6 +428,10 @@ def aggregate(plan: SpikePlan, raw: dict[str, Any]) -> tuple[dict[str, Any], dic
             "clock": {"offsets": offsets, "note": "server clock - ours, from min-RTT ping"},
         },
         "push_ms": common.summarize(cat("push_ms")),
+        "burst_pushes": {  # pushes per viewer after it saw the drop open, by type
+            kind: round(n / joined, 2) if joined else 0.0
+            for kind, n in sorted(add("burst_pushes").items(), key=lambda kv: -kv[1])
+        },
         "buy": {
             "attempts_planned": plan.attempts,
             "attempts_sent": len(sent_at),
