@@ -33,17 +33,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livecommerce.store.keys import Keyspace
-
-try:  # redis-py's hiredis parser and its "no complete reply yet" marker (see _parsed)
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
-except ImportError:  # pragma: no cover - another redis-py: every reply through read_response
-    _NOT_ENOUGH_DATA = object()
-    _HiredisParser = None  # type: ignore[assignment, misc]
+from livecommerce.store.parsed import NOTHING, next_parsed
 
 log = logging.getLogger("livecommerce.hub")
 
@@ -85,29 +78,6 @@ class MemoryBroker:
         """Deliver ``messages`` as one read of the Redis broker would: together."""
         if show in self.shows and self._on_messages is not None:
             self._on_messages([(show, orjson.dumps(m)) for m in messages])
-
-
-_NOTHING: Any = object()
-
-
-def _parsed(conn: Any) -> Any:
-    """The next reply hiredis has already parsed from ``conn``'s buffer, or ``_NOTHING`` (none
-    yet, or another parser: then every reply comes through ``read_response``). Errors are
-    raised as ``read_response`` would raise them."""
-    parser = getattr(conn, "_parser", None)
-    if _HiredisParser is None or not isinstance(parser, _HiredisParser):
-        return _NOTHING
-    reader = parser._reader
-    if reader is None or not parser._connected:  # read_response would raise: let it
-        return _NOTHING
-    reply = reader.gets()
-    if reply is _NOT_ENOUGH_DATA:
-        return _NOTHING
-    if isinstance(reply, RedisConnectionError):
-        raise reply
-    if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
-        raise reply[0]
-    return reply
 
 
 async def _as_is(reply: Any) -> Any:
@@ -167,7 +137,7 @@ class RedisBroker:
                     raise ConnectionError("pub/sub connection closed")
                 reply = await connection.read_response(timeout=math.inf, push_request=True)
                 replies = [reply]
-                while (more := _parsed(connection)) is not _NOTHING:
+                while (more := next_parsed(connection)) is not NOTHING:
                     replies.append(more)
             except (RedisError, OSError, RuntimeError, KeyError, TypeError) as exc:
                 # KeyError/TypeError: a reply redis-py could not parse; the stream is suspect.

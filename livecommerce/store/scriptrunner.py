@@ -26,14 +26,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-try:  # redis-py's hiredis parser and its "no complete reply yet" marker (see _take_parsed)
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
-except ImportError:  # pragma: no cover - another redis-py: every reply through read_response
-    _NOT_ENOUGH_DATA = object()
-    _HiredisParser = None  # type: ignore[assignment, misc]
-
 from livecommerce.core.errors import StoreError
+from livecommerce.store.parsed import NOTHING, next_parsed
 
 SCRIPT_NAMES = (
     "drop_create",
@@ -230,33 +224,18 @@ class ScriptRunner:
 
 def _take_parsed(conn: Any, replies: list[Any], count: int) -> bool:
     """Move the replies hiredis has already parsed from ``conn``'s buffer to ``replies`` (at most
-    up to ``count``); False when there was none (the caller then waits, with redis-py's timeout).
-
-    ``read_response`` wraps every reply in a timeout context -- a timer scheduled and cancelled
-    -- also when the reply is already in the buffer, where there is nothing to wait for: that
-    was 6.5 % of a gateway's time in a burst. Replies are taken as ``read_response`` would give
-    them (an error reply as its exception; a connection error raised). Without redis-py's
-    hiredis parser everything goes through ``read_response``; a push message among the replies
-    (never seen on these connections, which subscribe to nothing) fails the attempt as a
-    broken connection would."""
-    parser = getattr(conn, "_parser", None)
-    if _HiredisParser is None or not isinstance(parser, _HiredisParser):
-        return False
-    reader = parser._reader
-    if reader is None:  # not connected
-        return False
-    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
+    up to ``count``; :mod:`livecommerce.store.parsed`); False when there was none (the caller
+    then waits, with redis-py's timeout). That timer per reply was 6.5 % of a gateway's time in
+    a burst. A push message among the replies (never seen on these connections, which subscribe
+    to nothing) fails the attempt as a broken connection would."""
+    push_type = getattr(getattr(conn, "_parser", None), "_hiredis_PushNotificationType", None)
     took = False
     while len(replies) < count:
-        reply = reader.gets()
-        if reply is _NOT_ENOUGH_DATA:
+        reply = next_parsed(conn)
+        if reply is NOTHING:
             break
         if push_type is not None and isinstance(reply, push_type):
             raise _PushInBatch()
-        if isinstance(reply, RedisConnectionError):
-            raise reply
-        if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
-            raise reply[0]
         replies.append(reply)
         took = True
     return took
