@@ -2,12 +2,15 @@
 (:mod:`livecommerce.store.blocks`), each answered with a documented code (docs/fraud.md).
 
 Blocks are cached per show for :data:`BLOCKS_REFRESH_S` so a burst of buy attempts costs no
-extra Redis round trip; a new block takes effect within that time.
+extra Redis round trip; a new block takes effect within that time. The cache is read again in
+the background once it is half that old, so in a steady stream of attempts none waits for the
+read (in a burst, thousands would otherwise wait for it at once, every second).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -20,6 +23,8 @@ from livecommerce.realtime.guard import Guard
 from livecommerce.realtime.protocol import CloseCode, Command, ErrorCode, Op
 from livecommerce.store.blocks import BlockKind, Blocks, field_of
 
+log = logging.getLogger("livecommerce.admission")
+
 BLOCKS_REFRESH_S = 1.0
 LIMITED_OPS = frozenset({Op.RESERVE, Op.BUY_NOW, Op.CONFIRM})
 """Buy attempts; a cancel gives stock back and is never limited."""
@@ -31,6 +36,7 @@ class Admission:
         self.blocks = blocks
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._fetching: dict[str, asyncio.Future[frozenset[str]]] = {}
+        self._ahead: dict[str, asyncio.Task[None]] = {}
 
     # -- handshake ---------------------------------------------------------------------------
     def address_of(self, websocket: WebSocket) -> str:
@@ -55,6 +61,8 @@ class Admission:
             fields = await self._refresh(show, now)
         else:
             fields = cached[1]
+            if now - cached[0] > BLOCKS_REFRESH_S / 2 and show not in self._ahead:
+                self._refresh_ahead(show, now)
         if not fields:
             return False
         return (bool(viewer) and field_of(BlockKind.VIEWER, viewer) in fields) or (
@@ -80,6 +88,19 @@ class Admission:
         future.set_result(fields)
         self._cache[show] = (now, fields)
         return fields
+
+    def _refresh_ahead(self, show: str, now: float) -> None:
+        """Read the blocks again in the background while the cached ones still hold."""
+
+        async def read() -> None:
+            try:
+                await self._refresh(show, now)
+            except Exception as exc:  # the next attempt past the cache's age reads again
+                log.debug("blocks of %s not read ahead: %s", show, exc)
+
+        task = asyncio.create_task(read())
+        self._ahead[show] = task
+        task.add_done_callback(lambda _: self._ahead.pop(show, None))
 
     # -- join --------------------------------------------------------------------------------
     async def refuse_join(

@@ -194,3 +194,42 @@ async def test_a_burst_as_the_block_cache_expires_reads_the_blocks_once(
     )
     assert Counting.reads == 1
     assert results.count(True) == 25
+
+
+async def test_blocks_are_read_again_ahead_of_their_age_while_the_cached_ones_answer(
+    redis: aioredis.Redis, keyspace: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past half the cache's age an attempt is answered from the cache and the blocks are read
+    again in the background, once: in a steady stream of attempts none waits for the read, and
+    a new block still takes effect within BLOCKS_REFRESH_S."""
+    clock = [100.0]
+    monkeypatch.setattr(admission.time, "monotonic", lambda: clock[0])
+    blocks = Blocks(redis, keyspace)
+    reads: list[float] = []
+    real_fields = blocks.fields
+
+    async def counted(show: str) -> frozenset[str]:
+        reads.append(clock[0])
+        return await real_fields(show)
+
+    monkeypatch.setattr(blocks, "fields", counted)
+    adm = admission.Admission(FraudSettings(), blocks)
+    assert not await adm.blocked("s1", "bot1", "")  # nothing cached: read now
+    assert reads == [100.0]
+    await blocks.block("s1", "viewer", "bot1", by="h1")
+    clock[0] += admission.BLOCKS_REFRESH_S * 0.4
+    assert not await adm.blocked("s1", "bot1", "")  # fresh enough: no read
+    assert reads == [100.0] and not adm._ahead
+    clock[0] += admission.BLOCKS_REFRESH_S * 0.2  # past half its age
+    assert not await adm.blocked("s1", "bot1", "")  # answered from the cache ...
+    assert not await adm.blocked("s1", "fan", "")  # ... and read ahead only once
+    assert len(adm._ahead) == 1
+    await asyncio.gather(*adm._ahead.values())
+    assert reads == [100.0, clock[0]]
+    assert await adm.blocked("s1", "bot1", "")  # the new block, read ahead
+    assert not await adm.blocked("s1", "fan", "")
+    assert len(reads) == 2
+    clock[0] += admission.BLOCKS_REFRESH_S * 1.5  # past its age: the attempt waits for a read
+    await blocks.unblock("s1", "viewer", "bot1")
+    assert not await adm.blocked("s1", "bot1", "")
+    assert len(reads) == 3 and not adm._ahead
