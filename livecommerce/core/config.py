@@ -197,6 +197,9 @@ class GatewaySettings:
     """LIVECOMMERCE_CHAT_INTERVAL: min seconds between chat batches (chat, reactions) per show."""
     edge_refusals: bool = True
     """LIVECOMMERCE_EDGE_REFUSALS: answer certain refusals in the gateway (docs/protocol.md)."""
+    gc_quiet_s: float = 2.0
+    """LIVECOMMERCE_GC_QUIET: seconds without a buy attempt before a gateway runs a full garbage
+    collection itself (docs/burst.md); 0 = leave the full collections to CPython."""
     line_in_flight: int = 0
     """LIVECOMMERCE_LINE_IN_FLIGHT: attempts per drop at the store at once; 0 = no waiting line."""
     line_size: int = 10_000
@@ -353,6 +356,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         stock_budget=env.number("STOCK_BUDGET", 0.1, minimum=0.01, maximum=1.0),
         chat_interval_s=env.number("CHAT_INTERVAL", 0.25, minimum=0.0, maximum=10),
         edge_refusals=env.flag("EDGE_REFUSALS", True),
+        gc_quiet_s=env.number("GC_QUIET", 2.0, minimum=0.0, maximum=3600),
         line_in_flight=env.integer("LINE_IN_FLIGHT", 0, minimum=0, maximum=1_000_000),
         line_size=env.integer("LINE_SIZE", 10_000, minimum=1, maximum=10_000_000),
         line_stall_s=env.number("LINE_STALL", 2.0, minimum=0.05, maximum=3600),

@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecommerce.core.errors import StoreError, ValidationError
 from livecommerce.core.model import Outcome, drop_view, valid_id
+from livecommerce.realtime import collector
 from livecommerce.realtime.admission import Admission
 from livecommerce.realtime.broker import Broker, RedisBroker
 from livecommerce.realtime.chat import Moderate, Post, React
@@ -125,6 +126,9 @@ class Gateway:
         self._counted: set[str] = set()
         self._join_slots = asyncio.Semaphore(JOIN_CONCURRENCY)
         self._command_slots = asyncio.Semaphore(COMMAND_CONCURRENCY)
+        self.attempts = 0
+        """Commands and edge refusals so far: the quiet collector's sign of activity."""
+        self._collector_installed = False
         self.clock_offset_ms = 0.0
         """Server (Redis) clock minus this process's wall clock, refreshed every second."""
         self.clock_error_ms = float("inf")
@@ -143,6 +147,14 @@ class Gateway:
         await self._refresh_clock()
         self._counter = self._spawn(self._count_viewers(), "viewer-count")
         self._background = [self._spawn(self.engagement.run(self._stop), "reactions")]
+        if self.settings.gc_quiet_s:
+            collector.install()
+            self._collector_installed = True
+            quiet = collector.QuietCollector(
+                lambda: self.attempts, self.settings.gc_quiet_s,
+                observe=self.metrics.gc_full_seconds.observe,
+            )  # fmt: skip
+            self._background.append(self._spawn(quiet.run(self._stop), "gc"))
         if self.settings.line_in_flight:
             self._background.append(self._spawn(self._line_ticks(), "line-ticks"))
 
@@ -164,6 +176,9 @@ class Gateway:
         await self.hub.stop()
         if self.risk is not None:
             await self.risk.aclose()
+        if self._collector_installed:
+            self._collector_installed = False
+            collector.uninstall()
 
     def supervised(self) -> list[asyncio.Task[None]]:
         """The tasks that must run for the process's life (the app's readiness checks them)."""
@@ -552,6 +567,7 @@ class Gateway:
             return True
         if reply is None:
             return False
+        self.attempts += 1
         self.metrics.count_command(cmd.op, reply.get("reason") or "ok")
         conn.send(reply)
         return True
@@ -593,6 +609,7 @@ class Gateway:
         show = conn.show
         assert show is not None
         started = time.perf_counter()
+        self.attempts += 1
         edge_checked = self.edge.enabled and cmd.op in (Op.RESERVE, Op.BUY_NOW)
         if edge_checked and not edge_asked and self._at_edge(conn, cmd):
             return

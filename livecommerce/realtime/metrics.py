@@ -74,6 +74,11 @@ class GatewayMetrics:
             "Time from a drop opening to its sold_out event (server clock).",
             buckets=SELL_OUT_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.gc_full_seconds = Histogram(
+            "livecommerce_gc_full_seconds",
+            "Full garbage collections the gateway ran when it was quiet (docs/burst.md).",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self._edge_counts: dict[str, Any] = {}
         self.line_waiting = Gauge(
             "livecommerce_line_waiting", "Attempts waiting in a drop's line in this process.",

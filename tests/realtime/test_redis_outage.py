@@ -136,7 +136,7 @@ async def test_a_stopped_background_task_makes_the_process_unready(
 ) -> None:
     async with serve(settings(), redis_url, keyspace) as gw:
         supervised = {t.get_name() for t in gw.gateway.supervised()}
-        assert supervised == {"viewer-count", "hub-pubsub", "reactions"}
+        assert supervised == {"viewer-count", "hub-pubsub", "reactions", "gc"}
         assert (await wait_ready(gw, True))["ready"] is True
         listener = next(t for t in gw.gateway.supervised() if t.get_name() == "hub-pubsub")
         listener.cancel()
