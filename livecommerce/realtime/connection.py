@@ -47,7 +47,7 @@ class Connection:
         """The viewer id counted against the per-viewer connection limit, once joined."""
         self.buffered: list[MutableMapping[str, Any]] = []
         """Frames received while an attempt waited in line, not yet handled (at most
-        ``gateway.MAX_BUFFERED``: a list, which empty is a tenth of a deque's size)."""
+        ``linedesk.MAX_BUFFERED``: a list, which empty is a tenth of a deque's size)."""
         self.next_receive: asyncio.Future[MutableMapping[str, Any]] | None = None
         self.idle = False
         """The connection's task waits for the next frame with nothing read ahead: a frame may

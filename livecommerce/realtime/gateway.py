@@ -39,7 +39,7 @@ from livecommerce.realtime.connection import Connection
 from livecommerce.realtime.edge import EdgeView
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
-from livecommerce.realtime.line import Batcher, DropLine, Waiter
+from livecommerce.realtime.linedesk import LineDesk
 from livecommerce.realtime.metrics import GatewayMetrics
 from livecommerce.realtime.outbox import Outbox
 from livecommerce.realtime.protocol import (
@@ -67,12 +67,6 @@ JOIN_TIMEOUT_S = 10.0
 VIEWERS_INTERVAL_S = 1.0
 VIEWERS_STALE_MS = 5_000
 SNAPSHOT_ATTEMPTS = 5
-LINE_TICK_S = 0.5
-"""How often waiting viewers hear their new position (when it moved) and stalls are looked at."""
-LATE_TICKS = 3
-"""Ticks in a row that may run late (a busy loop) before a stall is declared all the same."""
-MAX_BUFFERED = 16
-"""Frames kept from a viewer while its attempt waits in line (read to see it disconnect)."""
 JOIN_CONCURRENCY = 64
 COMMAND_CONCURRENCY = 160
 """Redis work in flight at once for joins and for commands: a burst of thousands of viewers
@@ -110,10 +104,12 @@ class Gateway:
                                  filled=self._filled, spawn=self._spawn)  # fmt: skip
         self.edge = EdgeView(enabled=self.settings.edge_refusals)
         self.hub.on_event = self._on_event
-        self.hub.on_line = self._on_line
-        self._lines: dict[tuple[str, str], DropLine] = {}
-        self._tickets = Batcher(self._take_tickets)
-        self._answered = Batcher(self._tickets_done)
+        self.lines = LineDesk(
+            services.inventory, self.metrics, in_flight=self.settings.line_in_flight,
+            size=self.settings.line_size, stall_s=self.settings.line_stall_s,
+            edge_reply=self._edge_reply, closed=self.edge.closed,
+        )  # fmt: skip
+        self.hub.on_line = self.lines.on_line
         self.process_id = uuid.uuid4().hex[:12]
         self.connections: set[Connection] = set()
         self._empty = asyncio.Event()
@@ -156,7 +152,7 @@ class Gateway:
             )  # fmt: skip
             self._background.append(self._spawn(quiet.run(self._stop), "gc"))
         if self.settings.line_in_flight:
-            self._background.append(self._spawn(self._line_ticks(), "line-ticks"))
+            self._background.append(self._spawn(self.lines.ticks(self._stop), "line-ticks"))
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - the app's interface
         """Close every viewer with 4000 (reconnect) and wait, bounded, for them to go."""
@@ -550,7 +546,7 @@ class Gateway:
             self.edge.load_failed(show, drop, generation)
             return
         if self.edge.set_buyers(show, drop, generation, buyers):
-            self._flush_line(show, drop)
+            self.lines.flush(show, drop)
 
     def _at_edge(self, conn: Connection, cmd: Command) -> bool:
         """Answer ``cmd`` here if the edge is certain of the store's answer (or the store's own
@@ -619,7 +615,7 @@ class Gateway:
             # edge cannot refuse, or anyone's before its buyers are loaded) wait in no line.
             await self._store_command(conn, show, cmd, edge_checked, started)
             return
-        release = await self._queue_up(conn, (show, cmd.drop), cmd)
+        release = await self.lines.queue_up(conn, (show, cmd.drop), cmd)
         if release is None:
             return
         try:
@@ -664,173 +660,6 @@ class Gateway:
             self.metrics.reserve_seconds.observe(time.perf_counter() - started)
         self.metrics.count_command(cmd.op, "ok" if outcome.ok else (outcome.reason or "refused"))
         conn.send(result_message(cmd, outcome))
-
-    # -- the waiting line (realtime/line.py) ---------------------------------------------------
-    async def _take_tickets(self, key: Any, n: int) -> tuple[int, int]:
-        return await self.services.inventory.take_tickets(key[0], key[1], n)
-
-    async def _tickets_done(self, key: Any, n: int) -> None:
-        line = self._lines.get(key)
-        if line is not None:
-            line.counting(n)
-        try:
-            done = await self.services.inventory.tickets_done(key[0], key[1], n)
-        except (StoreError, RedisError, OSError) as exc:  # the line's stall rule recovers
-            log.warning("line of %s/%s: %d answers not counted: %s", key[0], key[1], n, exc)
-            return
-        line = self._lines.get(key)  # the progress message moves every other process's line
-        if line is not None:
-            self._admit(line.moved(done, time.monotonic()))
-
-    def _answer_ticket(self, key: tuple[str, str]) -> None:
-        """One ticket of this process answered: counted at the store (batched per loop turn)
-        and, at once, in this process's line."""
-        self._answered.add(key)
-        line = self._lines.get(key)
-        if line is not None:
-            self._admit(line.answered_here(time.monotonic()))
-
-    def _line(self, key: tuple[str, str]) -> DropLine:
-        line = self._lines.get(key)
-        if line is None:
-            line = self._lines[key] = DropLine(self.settings.line_in_flight,
-                                               self.settings.line_size)  # fmt: skip
-        return line
-
-    def _ticket_done(self, key: tuple[str, str]) -> Callable[[], None]:
-        """Counts one ticket of ``key`` answered, once however often it is called."""
-        counted = False
-
-        def done() -> None:
-            nonlocal counted
-            if not counted:
-                counted = True
-                self._answer_ticket(key)
-
-        return done
-
-    async def _queue_up(self, conn: Connection, key: tuple[str, str],
-                        cmd: Command) -> Callable[[], None] | None:  # fmt: skip
-        """Take a ticket and wait for the line to reach it. Returns what to call once the store
-        has answered (the ticket is then done) to go to the store now; None: answered here
-        (``busy``, or the drop's answer became known meanwhile) or the viewer left (nothing
-        ran). Every ticket taken is counted done exactly once."""
-        try:
-            (last, done), i, n = await self._tickets.take(key)
-        except (StoreError, RedisError, OSError) as exc:
-            log.warning("line of %s/%s: no ticket: %s", key[0], key[1], exc)
-            return _nothing  # no line without the store; the store itself will answer (or fail)
-        ticket = last - n + 1 + i
-        line = self._line(key)
-        now = time.monotonic()
-        self._admit(line.moved(done, now))
-        # The drop may have closed while the ticket was taken: its line was flushed before
-        # this attempt joined it, which then goes on like the others (edge refusal or store).
-        if line.may_go(ticket) or self.edge.closed(*key):
-            return self._ticket_done(key)
-        if line.full:
-            self._answer_ticket(key)
-            self.metrics.line_busy.inc()
-            self.metrics.count_command(cmd.op, "busy")
-            conn.send(error(ErrorCode.BUSY, "too many attempts wait for this drop; try again",
-                            request_id=cmd.request_id,
-                            retry_after_ms=line.retry_after_ms()).message)  # fmt: skip
-            return None
-        verdict: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(ticket, now, (conn, cmd, verdict))
-        position = line.wait(waiter)
-        gauge = self.metrics.line_waiting.labels(*key)
-        gauge.inc()
-        conn.send(self._queued(cmd, position))
-        try:
-            reply = await self._wait_in_line(conn, verdict)
-        except BaseException:
-            line.leave(waiter)  # gone (disconnect, shutdown): nothing was sent to the store
-            self._answer_ticket(key)
-            raise
-        finally:
-            gauge.dec()
-            self.metrics.line_seconds.observe(time.monotonic() - now)
-        if reply is None:
-            return self._ticket_done(key)
-        self._answer_ticket(key)
-        self.metrics.count_command(cmd.op, reply.get("reason") or "refused")
-        conn.send(reply)
-        return None
-
-    @staticmethod
-    def _queued(cmd: Command, position: int) -> dict[str, Any]:
-        return {"type": "queued", "id": cmd.request_id, "op": str(cmd.op), "drop": cmd.drop,
-                "position": position}  # fmt: skip
-
-    async def _wait_in_line(self, conn: Connection,
-                            verdict: asyncio.Future[dict[str, Any] | None]
-                            ) -> dict[str, Any] | None:  # fmt: skip
-        """The verdict (None = go; else the reply), reading the viewer's frames meanwhile so a
-        disconnect is seen at once (frames are kept for the loop, at most MAX_BUFFERED)."""
-        while True:
-            waits: set[asyncio.Future[Any]] = {verdict}
-            if conn.next_receive is None and len(conn.buffered) < MAX_BUFFERED:
-                conn.next_receive = asyncio.ensure_future(conn.websocket.receive())
-            if conn.next_receive is not None:
-                waits.add(conn.next_receive)
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if verdict.done():
-                return verdict.result()
-            received, conn.next_receive = conn.next_receive, None
-            assert received is not None
-            message = received.result()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            conn.buffered.append(message)
-
-    def _admit(self, waiters: list[Waiter]) -> None:
-        for waiter in waiters:
-            verdict = waiter.payload[2]
-            if not verdict.done():
-                verdict.set_result(None)
-
-    def _on_line(self, show: str, data: Any) -> None:
-        if not isinstance(data, dict) or not isinstance(data.get("done"), int):
-            return
-        line = self._lines.get((show, str(data.get("drop"))))
-        if line is not None:
-            self._admit(line.moved(data["done"], time.monotonic()))
-
-    def _flush_line(self, show: str, drop: str) -> None:
-        """The drop is known closed: everyone waiting is answered by the edge now, or, when it
-        cannot (a buyer, whose attempt may be the retry of a success), goes to the store: on
-        a closed drop no attempt competes with another for a unit."""
-        line = self._lines.get((show, drop))
-        if line is None:
-            return
-        for waiter in line.take_all():  # one pass: a 10k line is flushed in O(n)
-            _, cmd, verdict = waiter.payload
-            if not verdict.done():
-                verdict.set_result(self._edge_reply(show, cmd))
-
-    async def _line_ticks(self) -> None:
-        due, late = time.monotonic(), 0
-        while not self._stop.is_set():
-            now = time.monotonic()
-            # A tick that runs late ran on a loop too busy to read its progress messages in
-            # time: that nothing moved meanwhile is then not known, so no stall is declared
-            # (unless every tick is late: a line must not wait forever for a dead process).
-            late = late + 1 if now - due >= LINE_TICK_S else 0
-            on_time = late == 0 or late > LATE_TICKS
-            for key, line in list(self._lines.items()):
-                if not line.waiting:
-                    if now - line.moved_at > 60:
-                        del self._lines[key]
-                    continue
-                if on_time:
-                    self._admit(line.stalled(now, self.settings.line_stall_s))
-                for waiter, position in line.updates():
-                    conn, cmd, _ = waiter.payload
-                    conn.send(self._queued(cmd, position))
-            due = time.monotonic() + LINE_TICK_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=LINE_TICK_S)
 
     async def _run_command(self, show: str, cmd: Command) -> Outcome:
         inv = self.services.inventory

@@ -141,7 +141,7 @@ async def test_an_order_waiting_for_its_fsync_leaves_room_in_the_line(
         results = await asyncio.gather(t_a1, t_a2)
         assert all(r["ok"] and r.get("durable") is True for r in results), results
         assert await sale_order(redis, keyspace) == ["a1", "a2"]
-        assert a.gateway._lines[("s1", "d1")].waiting == []
+        assert a.gateway.lines.lines[("s1", "d1")].waiting == []
 
 
 async def test_sold_out_flushes_everyone_in_line_at_once(
@@ -193,7 +193,7 @@ async def test_a_buyer_on_a_sold_out_drop_waits_in_no_line(
             assert not t_a1.done()
         assert (await t_a1)["reason"] == "sold_out"
         assert await sale_order(redis, keyspace) == ["b1", "zed"]
-        assert b.gateway._lines[("s1", "d1")].waiting == []
+        assert b.gateway.lines.lines[("s1", "d1")].waiting == []
 
 
 async def test_busy_past_the_lines_bound(
@@ -227,7 +227,7 @@ async def test_a_viewer_who_leaves_the_line_buys_nothing_and_holds_nothing(
     await inv.create_drop("s1", drop("d1", quantity=10))
     async with two_gateways(redis_url, keyspace) as (a, b), viewer(a, "a1") as a1, \
             viewer(b, "b2") as b2:  # fmt: skip
-        line = b.gateway._line(("s1", "d1"))
+        line = b.gateway.lines.line(("s1", "d1"))
         async with busy(a) as slots:
             t_a1 = asyncio.create_task(a1.buy_now("d1", 1, "pay", request_id="r-a1"))
             await stuck_at_the_store(slots)
