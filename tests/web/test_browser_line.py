@@ -138,7 +138,7 @@ async def test_viewers_see_their_place_in_line_then_the_outcome(
             await expect(row.get_by_test_id("drop-line")).to_have_count(0)
             await expect(row.get_by_test_id("drop-status")).to_have_text("closed (sold out)")
             await expect(row.get_by_test_id("drop-sold")).to_have_text("2")
-            assert app_server.services.extras["gateway"]._lines[("night", "tee")].waiting == []
+            assert app_server.services.extras["gateway"].lines.lines[("night", "tee")].waiting == []
         finally:
             await browser.close()
 
