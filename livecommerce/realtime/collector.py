@@ -37,8 +37,8 @@ log = logging.getLogger("livecommerce.gc")
 MIN_INTERVAL_S = 30.0
 """Fewest seconds between two full passes started because the process was quiet."""
 MAX_INTERVAL_S = 120.0
-"""Most seconds a full pass waits for a quiet moment once one is due: the memory of closed
-connections (cycles, freed only by a full pass) grows meanwhile in a process never quiet."""
+"""Most seconds a full pass waits for a quiet moment once one is due: in a process that is never
+quiet, old cycles (some of what closed connections leave) are not freed meanwhile."""
 TICK_S = 0.5
 YOUNG_PASSES = 10
 """Generation-1 passes since the last full one before a full one is due: CPython's own default
