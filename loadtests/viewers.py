@@ -417,6 +417,8 @@ class Viewers:
             try:
                 message = {"type": "buy_now", "drop": self.plan.drop, "quantity": 1,
                            "payment_reference": payment, "id": request_id}  # fmt: skip
+                if not retried:  # the first send of this id: a retry may replay a success
+                    message["fresh"] = True
                 reply = await client.request(message, within_s=self.config.reply_timeout_s)
             except TimeoutError:
                 if not self.config.waves or time.monotonic() + pause > give_up:

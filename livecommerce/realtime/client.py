@@ -36,6 +36,12 @@ from livecommerce.realtime.protocol import RECONNECTABLE
 EVENT_REPLY_TYPES = frozenset({"result", "pong", "chat_ack", "moderated"})
 
 
+_FRESH = frozenset({"reserve", "buy_now"})
+"""Commands sent ``"fresh": true`` the first time when their id is made here (an id never sent
+before): on a closed drop the gateway may then answer them itself (docs/protocol.md, "Edge
+refusals")."""
+
+
 class ClientClosed(LivecommerceError):
     """The server closed the connection with a code that says not to reconnect."""
 
@@ -234,14 +240,23 @@ class Client:
         return f"{self._prefix}-{next(self._ids)}"
 
     async def request(self, message: dict[str, Any], *, within_s: float = 10.0) -> dict[str, Any]:
-        """Send a command with an ``id`` (added if missing); return its reply."""
+        """Send a command with an ``id`` (added if missing); return its reply.
+
+        A ``reserve``/``buy_now`` whose id is made here goes out ``"fresh": true`` (an id never
+        sent before), and so does one whose message says ``"fresh": true``; a resend after a
+        reconnect never does (it may be the retry of a success)."""
         message = dict(message)
+        fresh = message.pop("fresh", None)
+        made_here = "id" not in message
         rid = str(message.setdefault("id", self.new_request_id()))
+        if fresh is None:
+            fresh = made_here and message.get("type") in _FRESH
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (message, future)
+        self._pending[rid] = (message, future)  # resent as is on reconnect: not fresh
         if self._ws is not None:
+            first = {**message, "fresh": True} if fresh else message
             with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(encode(self.encoding, message))
+                await self._ws.send(encode(self.encoding, first))
         try:
             async with asyncio.timeout(within_s):
                 return await future

@@ -18,7 +18,9 @@ store would also set ``replay`` for a repeated request id, see below).
 Idempotent retries: a request id that once succeeded replays its result from the store, even on
 a closed drop. So a closed drop is refused at the edge only for viewers who never had a sale or
 a hold in it: its buyers (the ``bought`` hash and every hold record) are loaded once when the
-drop is seen closed; until they are loaded, everything goes to the store.
+drop is seen closed; until they are loaded, everything goes to the store. An attempt the client
+marks ``fresh`` (a request id it never sent before) cannot be such a retry: it is refused on a
+closed drop whoever sent it, buyers loaded or not.
 
 Staleness: the view is the store as of the last message delivered on the show's channel. An
 edge refusal can be wrong only while a change that would accept the attempt (a restock of a
@@ -153,11 +155,11 @@ class EdgeView:
 
     # -- deciding -----------------------------------------------------------------------------
     def refusal(self, show: str, drop: str, viewer: str, *, now_ms: int,
-                uncertainty_ms: float) -> Refusal | None:  # fmt: skip
+                uncertainty_ms: float, fresh: bool = False) -> Refusal | None:  # fmt: skip
         """The store's certain refusal of a reserve/buy_now of ``drop`` now, or None (ask it).
 
         ``now_ms`` is this process's estimate of the server clock, off by at most
-        ``uncertainty_ms``.
+        ``uncertainty_ms``. ``fresh``: the client never sent the attempt's request id before.
         """
         if not self.enabled:
             return None
@@ -165,7 +167,7 @@ class EdgeView:
         if current is None:
             return None
         if current.state == "closed":
-            if current.buyers is None or viewer in current.buyers:
+            if not fresh and (current.buyers is None or viewer in current.buyers):
                 return None  # may be a retry of a request that succeeded: the store replays it
             if current.refusal is None:
                 current.refusal = (

@@ -589,7 +589,8 @@ class Gateway:
     def _edge_reply(self, show: str, cmd: Command) -> dict[str, Any] | None:
         now = self.server_time_ms()
         refusal = self.edge.refusal(show, cmd.drop, cmd.viewer, now_ms=now,
-                                    uncertainty_ms=self.clock_error_ms)  # fmt: skip
+                                    uncertainty_ms=self.clock_error_ms,
+                                    fresh=cmd.fresh)  # fmt: skip
         if refusal is None:
             return None
         self.metrics.count_edge(refusal.reason)

@@ -112,6 +112,10 @@ class Command:
     quantity: int = 0
     currency: str | None = None
     payment_reference: str = ""
+    fresh: bool = False
+    """The client says it never sent this request id before (``"fresh": true``): the attempt
+    cannot be the retry of a success, so the edge may answer it on a closed drop even for a
+    viewer who bought there (docs/protocol.md, "Edge refusals")."""
 
 
 @dataclass(frozen=True)
@@ -293,12 +297,16 @@ class Session:
         drop = hold = payment = ""
         quantity = 0
         currency: str | None = None
+        fresh = False
         if op in (Op.RESERVE, Op.BUY_NOW):
             drop = _str(m, "drop", what="a drop id") or ""
             q = m.get("quantity")
             if not isinstance(q, int) or isinstance(q, bool):
                 raise _Invalid("quantity", "expected an integer")
             quantity = q
+            fresh = m.get("fresh", False)
+            if not isinstance(fresh, bool):
+                raise _Invalid("fresh", "expected true or false")
             currency = _str(m, "currency", required=False, pattern=CURRENCY,
                             what="an ISO 4217 code like EUR")  # fmt: skip
         if op in (Op.CONFIRM, Op.CANCEL):
@@ -309,7 +317,8 @@ class Session:
         if self.viewer is None:
             return None
         return Command(op=op, request_id=rid, viewer=self.viewer, drop=drop, hold=hold,
-                       quantity=quantity, currency=currency, payment_reference=payment)  # fmt: skip
+                       quantity=quantity, currency=currency, payment_reference=payment,
+                       fresh=fresh)  # fmt: skip
 
     def close(self) -> None:
         self.phase = Phase.CLOSED

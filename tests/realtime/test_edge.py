@@ -49,6 +49,23 @@ def test_closed_drop_is_refused_only_once_its_buyers_are_known() -> None:
     assert refusal(edge, viewer="alice") is None
 
 
+def test_a_fresh_attempt_on_a_closed_drop_is_refused_whoever_sends_it() -> None:
+    """A request id the client never sent before cannot be the retry of a success: refused
+    before the buyers are loaded, and for a buyer too. Never on an open drop."""
+    edge = EdgeView()
+    edge.observe("s1", "sold_out", view("open", remaining=0, held=3), 10)
+    assert edge.refusal("s1", "d1", "bob", now_ms=5000, uncertainty_ms=1, fresh=True) is None
+    load = edge.observe("s1", "drop_closed", view("closed", "sold_out"), 11)
+    assert load is not None
+    assert refusal(edge) is None  # buyers not loaded: unsaid may be a retry
+    r = edge.refusal("s1", "d1", "bob", now_ms=5000, uncertainty_ms=1, fresh=True)
+    assert r is not None and r.reason is Reason.SOLD_OUT
+    assert edge.set_buyers("s1", *load, ["alice"])
+    assert refusal(edge, viewer="alice") is None
+    r = edge.refusal("s1", "d1", "alice", now_ms=5000, uncertainty_ms=1, fresh=True)
+    assert r is not None and r.reason is Reason.SOLD_OUT
+
+
 def test_closed_reason_is_the_stores() -> None:
     edge = EdgeView()
     closed_with_buyers(edge, "host")

@@ -7,6 +7,7 @@ answer it gives): that is how these tests tell an edge refusal from a store refu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -325,6 +326,61 @@ async def test_attempts_waiting_for_the_store_when_it_sells_out_are_answered_at_
     finally:
         for _ in range(taken):
             slots.release()
+
+
+async def test_a_buyers_fresh_attempt_on_a_sold_out_drop_is_answered_at_the_edge(
+    gw: Running, inv: Inventory, redis: aioredis.Redis, keyspace: Keyspace
+) -> None:
+    """A buyer's attempt goes to the store (it may retry a success, which the store replays)
+    unless the client says its request id is fresh: then the edge answers it."""
+    await inv.create_drop("s1", drop("d1", quantity=1))
+    async with Client(gw.url, "s1", token=token("alice")) as alice:
+        bought = await alice.buy_now("d1", 1, "pay", request_id="a1")  # an id given: not fresh
+        assert bought["ok"], bought
+        await until(alice, "drop_closed", id="d1")
+        await edge_settled(gw)
+        again = {"type": "buy_now", "drop": "d1", "quantity": 1, "payment_reference": "pay"}
+        fresh = await alice.request({**again, "id": "a2", "fresh": True})
+        assert fresh["ok"] is False and fresh["reason"] == "sold_out", fresh
+        assert not await recorded(redis, keyspace, "alice", "a2")  # never reached the store
+        replay = await alice.buy_now("d1", 1, "pay", request_id="a1")  # her retry: the store's
+        assert replay["ok"] and replay["replay"], replay
+        made = await alice.buy_now("d1", 1, "pay")  # an id the client makes goes out fresh
+        assert made["reason"] == "sold_out"
+        assert not await recorded(redis, keyspace, "alice", made["id"])
+        unsaid = await alice.buy_now("d1", 1, "pay", request_id="a3")
+        assert unsaid["reason"] == "sold_out"
+        assert await recorded(redis, keyspace, "alice", "a3")  # a buyer's, unsaid: the store's
+
+
+async def test_the_client_sends_fresh_only_the_first_time_it_sends_an_id_it_made() -> None:
+    sent: list[dict[str, Any]] = []
+
+    class Socket:
+        async def send(self, payload: str) -> None:
+            sent.append(orjson.loads(payload))
+
+    client = Client("ws://127.0.0.1:9/ws", "s1", token="t")
+    client._ws = Socket()  # type: ignore[assignment]
+    for message in (
+        {"type": "buy_now", "drop": "d1", "quantity": 1, "payment_reference": "p"},
+        {"type": "reserve", "drop": "d1", "quantity": 1, "id": "given"},
+        {"type": "reserve", "drop": "d1", "quantity": 1, "id": "said", "fresh": True},
+        {"type": "cancel", "hold": "d1.1"},
+    ):
+        with pytest.raises(TimeoutError):
+            await client.request(message, within_s=0.01)
+    assert [m.get("fresh") for m in sent] == [True, None, True, None]
+    # What a reconnect sends again is the message as kept, never fresh:
+    task = asyncio.create_task(client.request({"type": "buy_now", "drop": "d1", "quantity": 1,
+                                               "payment_reference": "p"}, within_s=5))  # fmt: skip
+    while not client._pending:  # noqa: ASYNC110 - yields until the request is kept
+        await asyncio.sleep(0)
+    [(kept, _)] = client._pending.values()
+    assert "fresh" not in kept and sent[-1]["fresh"] is True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # -- the fast lane: answered inside data_received, in order -----------------------------------

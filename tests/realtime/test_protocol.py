@@ -69,12 +69,27 @@ def test_validation_errors_name_the_field() -> None:
         ({"type": "reserve", "drop": "d1", "quantity": 1}, "id"),
         ({"type": "confirm", "id": "r", "hold": "x"}, "hold"),
         ({"type": "confirm", "id": "r", "hold": "d1.1"}, "payment_reference"),
+        ({"type": "buy_now", "id": "r", "drop": "d1", "quantity": 1, "payment_reference": "p",
+          "fresh": "yes"}, "fresh"),
     ]  # fmt: skip
     for msg, field in cases:
         [err] = feed(s, msg)
         assert err.message["code"] == "bad_message" and err.message["field"] == field, msg
     assert codes(feed(s, {"type": 7})) == ["unknown_type"]
     assert codes(feed(s, {"type": "ping", "id": "p"})) == ["pong"]
+
+
+def test_a_buy_says_whether_its_request_id_is_fresh() -> None:
+    s = session(burst=100)
+    feed(s, {"type": "join", "show": "s1", "token": mint(SECRET, "a", 60, now=1000.0)})
+    base = {"type": "buy_now", "id": "r1", "drop": "d1", "quantity": 1, "payment_reference": "p"}
+    [cmd] = feed(s, {**base, "fresh": True})
+    assert isinstance(cmd, Command) and cmd.fresh is True
+    [cmd] = feed(s, base)
+    assert isinstance(cmd, Command) and cmd.fresh is False  # unsaid: maybe a retry
+    [cmd] = feed(s, {"type": "confirm", "id": "r2", "hold": "d1.1", "payment_reference": "p",
+                     "fresh": True})  # fmt: skip
+    assert isinstance(cmd, Command) and cmd.fresh is False  # only reserve and buy_now
 
 
 def test_bad_tokens_close() -> None:

@@ -118,7 +118,10 @@ function connect() {
 function send(command) {
   state.pending.set(command.id, command);
   if (socket && socket.readyState === WebSocket.OPEN && state.connection === "live") {
-    socket.send(JSON.stringify(command));
+    // The first send of a buy says so: on a closed drop the gateway may then answer it at once.
+    // A resend (below) does not: it may be the retry of a success, which the store replays.
+    const fresh = command.type === "reserve" || command.type === "buy_now";
+    socket.send(JSON.stringify(fresh ? { ...command, fresh: true } : command));
   } // otherwise sent on (re)join; the same id makes a resend safe
 }
 
