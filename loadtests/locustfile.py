@@ -490,6 +490,7 @@ class ViewerUser(User):
             "drop": self.plan.drop,
             "quantity": 1,
             "payment_reference": f"pay-{self.viewer}-{k}",
+            "fresh": True,  # each id is sent once (docs/protocol.md)
         }
         waiter: AsyncResult = AsyncResult()
         self.pending[rid] = waiter
