@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -31,7 +32,10 @@ LIMITED_OPS = frozenset({Op.RESERVE, Op.BUY_NOW, Op.CONFIRM})
 
 
 class Admission:
-    def __init__(self, settings: FraudSettings, blocks: Blocks) -> None:
+    def __init__(self, settings: FraudSettings, blocks: Blocks,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.clock = clock
+        """Ages the blocks cache (handed in by tests)."""
         self.guard = Guard(settings)
         self.blocks = blocks
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -55,7 +59,7 @@ class Admission:
 
     # -- blocks ------------------------------------------------------------------------------
     async def blocked(self, show: str, viewer: str, address: str) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(show)
         if cached is None or now - cached[0] > BLOCKS_REFRESH_S:
             fields = await self._refresh(show, now)

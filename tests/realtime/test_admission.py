@@ -203,7 +203,6 @@ async def test_blocks_are_read_again_ahead_of_their_age_while_the_cached_ones_an
     again in the background, once: in a steady stream of attempts none waits for the read, and
     a new block still takes effect within BLOCKS_REFRESH_S."""
     clock = [100.0]
-    monkeypatch.setattr(admission.time, "monotonic", lambda: clock[0])
     blocks = Blocks(redis, keyspace)
     reads: list[float] = []
     real_fields = blocks.fields
@@ -213,7 +212,7 @@ async def test_blocks_are_read_again_ahead_of_their_age_while_the_cached_ones_an
         return await real_fields(show)
 
     monkeypatch.setattr(blocks, "fields", counted)
-    adm = admission.Admission(FraudSettings(), blocks)
+    adm = admission.Admission(FraudSettings(), blocks, clock=lambda: clock[0])
     assert not await adm.blocked("s1", "bot1", "")  # nothing cached: read now
     assert reads == [100.0]
     await blocks.block("s1", "viewer", "bot1", by="h1")
