@@ -39,7 +39,7 @@ from livecommerce.realtime.connection import Connection
 from livecommerce.realtime.edge import EdgeView
 from livecommerce.realtime.engagement import Engagement
 from livecommerce.realtime.hub import Hub
-from livecommerce.realtime.linedesk import LineDesk
+from livecommerce.realtime.linedesk import LineDesk, nothing
 from livecommerce.realtime.metrics import GatewayMetrics
 from livecommerce.realtime.outbox import Outbox
 from livecommerce.realtime.protocol import (
@@ -72,10 +72,6 @@ COMMAND_CONCURRENCY = 160
 """Redis work in flight at once for joins and for commands: a burst of thousands of viewers
 (a drop, or everyone reconnecting after a drain) queues here instead of exhausting the
 connection pool (256 in app.py) and failing with "unavailable"."""
-
-
-def _nothing() -> None:
-    pass
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -625,7 +621,7 @@ class Gateway:
             release()
 
     async def _store_command(self, conn: Connection, show: str, cmd: Command, edge_checked: bool,
-                             started: float, answered: Callable[[], None] = _nothing,
+                             started: float, answered: Callable[[], None] = nothing,
                              ) -> None:  # fmt: skip
         """Run ``cmd`` at the store and reply. ``answered`` is called once the store has
         answered, before the order's fsync wait (the waiting line's ticket is then done)."""

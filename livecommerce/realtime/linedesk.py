@@ -34,8 +34,8 @@ MAX_BUFFERED = 16
 EdgeReply = Callable[[str, Command], "dict[str, Any] | None"]
 
 
-def _nothing() -> None:
-    pass
+def nothing() -> None:
+    """A ticket's "answered" for an attempt that holds no ticket."""
 
 
 class LineDesk:
@@ -109,7 +109,7 @@ class LineDesk:
             (last, done), i, n = await self._tickets.take(key)
         except (StoreError, RedisError, OSError) as exc:
             log.warning("line of %s/%s: no ticket: %s", key[0], key[1], exc)
-            return _nothing  # no line without the store; the store itself will answer (or fail)
+            return nothing  # no line without the store; the store itself will answer (or fail)
         ticket = last - n + 1 + i
         line = self.line(key)
         now = time.monotonic()
